@@ -1,0 +1,160 @@
+"""Load and validate experiment configs: JSON-schema checks with defaults, then cross-key checks.
+
+Every error names the offending key as a dotted path (e.g. `pairings.strict.strategy`) so a user can
+find it in the YAML; nothing runs until the whole config is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from featsim.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    """The config JSON schema (workflow/schemas/config.schema.yaml)."""
+    schema_path = Path(path) if path else SCHEMA_PATH
+    if not schema_path.exists():
+        raise FileNotFoundError(f"config schema not found at {schema_path}")
+    return yaml.safe_load(schema_path.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default` values of absent properties while it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_FillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> ConfigError:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unexpected = sorted((set(error.instance) - set(allowed)), key=str)
+        key = _key(path + unexpected[:1])
+        hint = ""
+        if allowed and unexpected and isinstance(unexpected[0], str):
+            close = difflib.get_close_matches(unexpected[0], allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+        return ConfigError(key, f"unknown key (allowed here: {', '.join(allowed)}).{hint}")
+    if error.validator == "enum":
+        return ConfigError(_key(path), f"{error.instance!r} is not one of {error.validator_value}")
+    if error.validator == "required":
+        return ConfigError(_key(path), error.message)
+    if error.validator == "oneOf" and isinstance(error.instance, dict) and "layers" in error.instance:
+        return ConfigError(_key(path), "a model entry needs exactly one of 'lm' or 'lm_from'")
+    if error.validator == "type":
+        return ConfigError(_key(path), f"{error.instance!r} is not of type {error.validator_value}")
+    return ConfigError(_key(path), error.message)
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key."""
+    schema = schema or load_schema()
+    if None in config:  # YAML reads an unquoted `null:` key as None; the key is named "null"
+        config["null"] = config.pop(None)
+    errors = sorted(_FillingValidator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise _describe(errors[0], schema)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: dict) -> None:
+    """Checks JSON schema cannot express: names that must refer to other entries."""
+    models = config["models"]
+    for name, entry in models.items():
+        source = entry.get("lm_from")
+        if source is not None:
+            if source not in models:
+                raise ConfigError(f"models.{name}.lm_from", f"names no model entry (have: {', '.join(models)})")
+            if "lm" not in models[source]:
+                raise ConfigError(f"models.{name}.lm_from", f"model '{source}' has no 'lm' of its own to share")
+        if config["data"]["source"] != "toy" and _lm_of(config, name).get("source") == "toy":
+            raise ConfigError(f"models.{name}.lm.source", "a toy LM needs data.source: toy (it knows only the toy vocabulary)")
+        if entry["sae"]["source"] == "toy" and _lm_of(config, name).get("source") != "toy":
+            raise ConfigError(f"models.{name}.sae.source", "toy SAEs are trained on toy LMs only")
+        _require_fields(entry["sae"], f"models.{name}.sae",
+                        {"sae_lens": ("release", "id"), "sparsify": ("repo",), "local": ("path",)})
+        if "lm" in entry:
+            _require_fields(entry["lm"], f"models.{name}.lm", {"hf": ("name",), "local": ("path",)})
+    for cmp_name, comparison in config["comparisons"].items():
+        for side in ("a", "b"):
+            model = comparison[side]
+            if model not in models:
+                raise ConfigError(f"comparisons.{cmp_name}.{side}", f"'{model}' is not a model entry (have: {', '.join(models)})")
+            subset = comparison.get(f"layers_{side}")
+            if subset:
+                missing = sorted(set(subset) - set(models[model]["layers"]))
+                if missing:
+                    raise ConfigError(f"comparisons.{cmp_name}.layers_{side}",
+                                      f"layers {missing} are not in models.{model}.layers")
+    semantic = config.get("semantic", {})
+    if semantic.get("pairing") is not None and semantic["pairing"] not in config["pairings"]:
+        raise ConfigError("semantic.pairing", f"'{semantic['pairing']}' is not a pairing variant (have: {', '.join(config['pairings'])})")
+
+
+def _require_fields(section: dict, key: str, needs: dict[str, tuple[str, ...]]) -> None:
+    for field in needs.get(section["source"], ()):
+        if field not in section:
+            raise ConfigError(f"{key}.{field}", f"required when {key}.source is '{section['source']}'")
+
+
+def _lm_of(config: dict, model: str) -> dict:
+    entry = config["models"][model]
+    return entry["lm"] if "lm" in entry else config["models"][entry["lm_from"]]["lm"]
+
+
+def lm_owner(config: dict, model: str) -> str:
+    """The model entry whose LM (and activations) `model` uses."""
+    return config["models"][model].get("lm_from") or model
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError("<top level>", f"{path} must hold a mapping of config keys")
+    return validate_config(config)
+
+
+def comparison_layers(config: dict, comparison: str, side: str) -> list[int]:
+    """Layers of one side of a comparison (its subset, else all the model's layers)."""
+    entry = config["comparisons"][comparison]
+    return list(entry.get(f"layers_{side}") or config["models"][entry[side]]["layers"])
+
+
+def semantic_pairing(config: dict) -> str:
+    """The pairing variant used inside concepts."""
+    return config["semantic"].get("pairing") or next(iter(config["pairings"]))
+
+
+def semantic_metrics(config: dict) -> list[str]:
+    """Metrics scored on concept subspaces."""
+    return list(config["semantic"].get("metrics") or config["metrics"])
