@@ -7,7 +7,7 @@ min_version("9.0")
 
 # `--configfile X` is the whole experiment; the embedded toy default is loaded only without one.
 if not workflow.overwrite_configfiles:
-    configfile: "config.yaml"
+    configfile: Path(workflow.basedir) / "config.yaml"
 
 from featsim.config import load_schema, validate_config
 

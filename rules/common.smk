@@ -2,6 +2,7 @@
 import glob as _glob
 from pathlib import Path as _Path
 
+from featsim.concepts import concept_paths, load_concepts
 from featsim.config import comparison_layers, lm_owner, semantic_metrics, semantic_pairing
 
 EXP = config["experiment"]
@@ -61,6 +62,12 @@ def sae_meta_for(side):
     return lambda wc: f"results/{wc.exp}/saes/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}/meta.json"
 
 
+def members_for(side):
+    """Input function: the concept-membership table of one side of a concept cell."""
+    return lambda wc: (f"results/{wc.exp}/semantic/members/{cmp_model(wc.cmp, side)}/"
+                       f"L{_side_layer(wc, side)}/{wc.concept}.parquet")
+
+
 def labels_for(side):
     """Input function: the per-latent labels of one side of a comparison cell."""
     return lambda wc: f"results/{wc.exp}/labels/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}.parquet"
@@ -85,19 +92,21 @@ GPUS = config["resources"]["gpu"]
 
 
 def concept_files():
-    """Concept name (file stem) -> concept yaml path, from semantic.concepts globs."""
-    found = {}
-    for pattern in config["semantic"]["concepts"]:
-        matches = sorted(_glob.glob(pattern)) or ([pattern] if _Path(pattern).exists() else [])
-        if not matches:
-            raise ValueError(f"config key 'semantic.concepts': pattern {pattern!r} matches no file")
-        for path in matches:
-            found[_Path(path).stem] = path
-    return found
+    """Concept id (file stem) -> concept yaml, from the semantic.concepts globs; every file validated now.
+
+    Patterns are relative to the working directory, or to the workflow when they match nothing there.
+    """
+    patterns = config["semantic"]["concepts"]
+    root = _Path.cwd()
+    if any(not _Path(p).is_absolute() and not _glob.glob(p) for p in patterns):
+        root = _Path(workflow.basedir)
+    load_concepts(patterns, root)
+    return {concept: str(path) for concept, path in concept_paths(patterns, root).items()}
 
 
 CONCEPTS = concept_files()
 SEMANTIC_PAIRING = semantic_pairing(config)
+PRIMARY_PAIRING = next(iter(PAIRINGS))
 SEMANTIC_METRICS = semantic_metrics(config)
 
 
@@ -119,9 +128,65 @@ def semantic_files(exp, cmp, pairing):
 
 
 def all_targets():
-    """What `snakemake --cores all` builds: summaries, figures and browser pages of every comparison."""
+    """What `snakemake --cores all` builds: summaries, figures, browser pages and overviews."""
     targets = []
-    for cmp in COMPARISONS:
-        for pairing in PAIRINGS:
+    for pairing in PAIRINGS:
+        targets.append(f"results/{EXP}/summary/comparisons_{pairing}.csv")
+        targets.append(f"results/{EXP}/figures/comparisons_{pairing}_pairs.png")
+        targets += [f"results/{EXP}/figures/comparisons_{pairing}_{metric}.png" for metric in METRICS]
+        for cmp in COMPARISONS:
             targets.append(f"results/{EXP}/summary/{cmp}/{pairing}.csv")
+            targets.append(f"results/{EXP}/figures/{cmp}/{pairing}/pairs_n.png")
+            if pairing == PRIMARY_PAIRING:  # the pair browser shows the primary (first) pairing variant
+                targets += [f"results/{EXP}/browser/{cmp}/{pairing}/A{la}_B{lb}.html" for la, lb in layer_pairs(cmp)]
+    if CONCEPTS:
+        sp = SEMANTIC_PAIRING
+        targets += [f"results/{EXP}/figures/comparisons_semantic_{sp}_{metric}.png" for metric in SEMANTIC_METRICS]
+        for cmp in COMPARISONS:
+            targets.append(f"results/{EXP}/summary/{cmp}/semantic_{sp}.csv")
+            targets += [f"results/{EXP}/figures/{cmp}/{sp}/semantic_{metric}.png" for metric in SEMANTIC_METRICS]
+        if config["data"]["source"] == "toy":
+            compared = sorted({cmp_model(cmp, side) for cmp in COMPARISONS for side in ("a", "b")})
+            targets += [f"results/{EXP}/semantic/accuracy/{model}/L{layer}.json"
+                        for model in compared for layer in model_layers(model)]
     return targets
+
+
+MEMBER_LAYERS = sorted({(cmp_model(cmp, side), layer) for cmp in COMPARISONS for side in ("a", "b")
+                        for layer in cmp_layers(cmp, side)})
+"""Every (model, layer) a comparison reads: where concept membership is computed."""
+
+
+def semantic_cell_inputs(cmp):
+    """Input function of `semantic_<cmp>`: per-cell lists (in layer_pairs order) plus the concept file."""
+    a, b = cmp_model(cmp, "a"), cmp_model(cmp, "b")
+
+    def inputs(wc):
+        cells = layer_pairs(cmp)
+        junk = PAIRINGS[wc.pairing].get("junk_tokens")
+        return {
+            "codes_a": [f"results/{wc.exp}/codes/{a}/L{la}.zarr" for la, _ in cells],
+            "codes_b": [f"results/{wc.exp}/codes/{b}/L{lb}.zarr" for _, lb in cells],
+            "labels_a": [f"results/{wc.exp}/labels/{a}/L{la}.parquet" for la, _ in cells],
+            "labels_b": [f"results/{wc.exp}/labels/{b}/L{lb}.parquet" for _, lb in cells],
+            "members_a": [f"results/{wc.exp}/semantic/members/{a}/L{la}/{wc.concept}.parquet" for la, _ in cells],
+            "members_b": [f"results/{wc.exp}/semantic/members/{b}/L{lb}/{wc.concept}.parquet" for _, lb in cells],
+            "decoder_a": [f"results/{wc.exp}/saes/{a}/L{la}/decoder.npy" for la, _ in cells],
+            "decoder_b": [f"results/{wc.exp}/saes/{b}/L{lb}/decoder.npy" for _, lb in cells],
+            "concept": CONCEPTS[wc.concept],
+            "junk_tokens": [junk] if isinstance(junk, str) else [],  # a junk file is an input: edits rebuild
+        }
+
+    return inputs
+
+
+def semantic_pairs_outputs(cmp):
+    """Concept pairs of every layer cell of a comparison (wildcards exp, concept, pairing)."""
+    return [f"results/{{exp}}/semantic/{cmp}/{{concept}}/{{pairing}}/A{la}_B{lb}.pairs.parquet"
+            for la, lb in layer_pairs(cmp)]
+
+
+def semantic_score_outputs(cmp, suffix):
+    """Concept score jsons (or null arrays) of every cell and metric, cell-major."""
+    return [f"results/{{exp}}/semantic/{cmp}/{{concept}}/{{pairing}}/{metric}/A{la}_B{lb}.{suffix}"
+            for la, lb in layer_pairs(cmp) for metric in SEMANTIC_METRICS]

@@ -19,15 +19,15 @@ def test_default_config_is_valid_and_defaults_are_filled(repo):
     assert config["null"]["permutations"] >= 1
     assert config["correction"] == "holm"
     assert config["models"]["A"]["activation"] == "code"
-    assert config["pairings"]["mutual"]["junk_tokens"] == []
+    assert config["pairings"]["hungarian"]["junk_match"] is None
     assert config["legacy"] == {"layer_offset": False, "keep_special_tokens": False}
 
 
 @pytest.mark.parametrize("mutate, key", [
     (lambda c: c.update(metrcs=["svcca"]), "metrcs"),
     (lambda c: c["metrics"].append("svca"), "metrics.5"),
-    (lambda c: c["pairings"]["mutual"].update(strategy="best"), "pairings.mutual.strategy"),
-    (lambda c: c["pairings"]["mutual"].update(min_cor=0.2), "pairings.mutual.min_cor"),
+    (lambda c: c["pairings"]["hungarian"].update(strategy="best"), "pairings.hungarian.strategy"),
+    (lambda c: c["pairings"]["hungarian"].update(min_cor=0.2), "pairings.hungarian.min_cor"),
     (lambda c: c["models"]["A"]["sae"].update(sourc="x"), "models.A.sae.sourc"),
     (lambda c: c["correlation"].update(top_k="8"), "correlation.top_k"),
     (lambda c: c["comparisons"]["main"].update(b="Z"), "comparisons.main.b"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,7 +54,9 @@ def open_store(path: str | os.PathLike, kind: str | None = None) -> zarr.Group:
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        with warnings.catch_warnings():  # Snakemake drops a .snakemake_timestamp file into directory outputs
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            group = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for a non-group path
         raise StoreKindError(f"{path} is not a Zarr group ({exc})") from exc
     found = group.attrs.get("kind")

@@ -1,0 +1,23 @@
+# Correlation: exact Pearson correlation of every A latent with every B latent of one layer pair, both
+# directions, top-k partners per latent (sparse numba kernel on CPU, dense torch tiles on a GPU).
+
+
+rule correlate:
+    input:
+        codes_a=codes_for("a"),
+        codes_b=codes_for("b"),
+    output:
+        corr=directory("results/{exp}/corr/{cmp}/A{la}_B{lb}.zarr"),
+    log:
+        "results/{exp}/logs/correlate/{cmp}/A{la}_B{lb}.log",
+    params:
+        correlation=config["correlation"],
+    threads: 2
+    resources:
+        mem_mb=heavy_mem_mb,
+        runtime=heavy_runtime,
+        gpu=0 if config["correlation"]["device"] == "cpu" else GPUS,
+    conda:
+        "../envs/featsim.yaml"
+    script:
+        "../workflow/scripts/correlate.py"

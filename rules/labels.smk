@@ -1,0 +1,21 @@
+# Labels: per latent its firing count, mean activations and top-k activating positions with token, word and context.
+
+
+rule labels:
+    input:
+        codes="results/{exp}/codes/{model}/L{layer}.zarr",
+        tokens="results/{exp}/tokens.zarr",
+    output:
+        labels="results/{exp}/labels/{model}/L{layer}.parquet",
+    log:
+        "results/{exp}/logs/labels/{model}/L{layer}.log",
+    params:
+        labels=lambda wc: config["labels"],
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../envs/featsim.yaml"
+    script:
+        "../workflow/scripts/labels.py"

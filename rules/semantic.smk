@@ -1,0 +1,83 @@
+# Semantic subspaces: latents tied to a concept's keywords, paired and scored within the concept.
+# Every target of a concept has that concept's yaml as an input, so editing one concept file rebuilds
+# only that concept's targets (and the toy accuracy summary). Jobs are per concept (membership in every
+# compared layer) and per (comparison, concept, pairing) (all layer cells, all metrics): a process per
+# cell and metric would dominate the run time; outputs stay one file per cell and metric.
+
+
+rule concept_members:
+    input:
+        labels=[f"results/{{exp}}/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS],
+        concept=lambda wc: CONCEPTS[wc.concept],
+    output:
+        members=[f"results/{{exp}}/semantic/members/{model}/L{layer}/{{concept}}.parquet" for model, layer in MEMBER_LAYERS],
+    log:
+        "results/{exp}/logs/concept_members/{concept}.log",
+    params:
+        min_examples=lambda wc: config["semantic"]["min_examples"],
+        model_layers=MEMBER_LAYERS,
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/featsim.yaml"
+    script:
+        "../workflow/scripts/concept_members.py"
+
+
+for _cmp in COMPARISONS:
+
+    rule:
+        name:
+            f"semantic_{_cmp}"
+        input:
+            unpack(semantic_cell_inputs(_cmp)),
+        output:
+            pairs=semantic_pairs_outputs(_cmp),
+            scores=semantic_score_outputs(_cmp, "json"),
+            nulls=semantic_score_outputs(_cmp, "null.npy"),
+        log:
+            f"results/{{exp}}/logs/semantic/{_cmp}/{{concept}}/{{pairing}}.log",
+        params:
+            comparison=_cmp,
+            cells=layer_pairs(_cmp),
+            metrics=SEMANTIC_METRICS,
+            variant=lambda wc: config["pairings"][wc.pairing],
+            correlation=lambda wc: config["correlation"],
+            min_latents=lambda wc: config["semantic"]["min_latents"],
+            null=lambda wc: config["null"],
+            options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in SEMANTIC_METRICS},
+        threads: 2
+        resources:
+            mem_mb=lambda wc, attempt: 4000 * attempt,
+            runtime=lambda wc, attempt: 60 * attempt,
+        conda:
+            "../envs/featsim.yaml"
+        script:
+            "../workflow/scripts/semantic_score.py"
+
+
+rule semantic_accuracy:
+    input:
+        labels="results/{exp}/labels/{model}/L{layer}.parquet",
+        members=lambda wc: [f"results/{wc.exp}/semantic/members/{wc.model}/L{wc.layer}/{concept}.parquet"
+                            for concept in CONCEPTS],
+        concepts=lambda wc: list(CONCEPTS.values()),
+        # the toy corpus directory (a directory output); its categories.json maps word -> category
+        corpus="results/{exp}/toy/corpus",
+    output:
+        accuracy="results/{exp}/semantic/accuracy/{model}/L{layer}.json",
+    log:
+        "results/{exp}/logs/semantic_accuracy/{model}/L{layer}.log",
+    params:
+        min_examples=lambda wc: config["semantic"]["min_examples"],
+        truth_min_fraction=lambda wc: config["semantic"]["truth_min_fraction"],
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/featsim.yaml"
+    script:
+        "../workflow/scripts/semantic_accuracy.py"

@@ -1,0 +1,589 @@
+"""Exact Pearson correlation between every latent of SAE A and every latent of SAE B, both directions.
+
+For each B latent its top-k A partners and for each A latent its top-k B partners, computed without
+materialising the d_A x d_B matrix: a sparse numba kernel on CPU (`_correlate_kernel`), or dense
+Z_A^T Z_B tiles with torch on a GPU (or on CPU when the codes are dense, e.g. MLP neurons). Correlations
+are over all token rows (the unmasked tokens), with population (1/N) moments; the 1/N vs 1/(N-1) choice
+cancels in a correlation. Sums are float64.
+
+Precision: means are float64 sums; variances use the centred two-pass sum (zeros included), so an
+offset does not cancel; products of float32 codes are exact in float64. The covariance
+S_ij / N - mean_i mean_j keeps the cross moment sparse (centring it would densify it), so its
+rounding error relative to the correlation is about 1e-16 * |mean_i / std_i| * |mean_j / std_j|:
+negligible for sparse codes (|mean / std| ~ sqrt(firing rate) < 1), and logged as a warning when a
+pair of nearly-always-active, nearly-constant latents makes it exceed ILL_CONDITIONED * 1e-16.
+Latents firing on fewer than `min_active` tokens (or with zero variance) are excluded: they get no
+partners (index -1, value NaN) and are never anyone's partner.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from featsim import _correlate_kernel as kernel
+from featsim.errors import ConfigError
+from featsim.stores import CodesStore, atomic_store, open_codes, open_store
+
+log = logging.getLogger(__name__)
+
+STREAM_CHUNK_ROWS = 65536  # token rows read from a code store at a time
+# co-firing products (or correlation-pass entries) per second per CPU thread of the sparse kernel,
+# measured with benchmarks/correlation.py on a shared 2-core box; used only to choose the engine
+SPARSE_PRODUCTS_PER_SECOND = 2.5e8
+DENSE_TILE_BYTES = 1 << 30  # bound on one dense [tokens, d_a] float64 tile of the torch path
+# The dense torch path on CPU (used by `auto` for dense codes, e.g. MLP neurons), measured on the same box
+# (60k tokens x 256 x 384 latents, densities 0.15-1; 30k x 1024 x 1024): float64 matmul throughput per torch
+# thread (~50e9 measured, halved for a shared box), seconds per stored entry of the setup it does besides
+# the matmul (token-sorting B, index casts, scattering A again for each B block; 0.9-1.5e-7 measured),
+# and its extra memory per stored entry (int64 indices, float64 values, sorted copies; 56 B measured with
+# tiles, counted separately here). `auto` keeps it within DENSE_CPU_MAX_BYTES.
+DENSE_CPU_FLOPS_PER_THREAD = 2.5e10
+DENSE_CPU_SECONDS_PER_ENTRY = 1.5e-7
+DENSE_CPU_BYTES_PER_ENTRY = 48
+DENSE_CPU_MAX_BYTES = 4 << 30
+ILL_CONDITIONED = 1e6  # |mean_a / std_a| * |mean_b / std_b| above which a warning is logged (see Precision)
+
+
+@dataclass(frozen=True)
+class CorrelationConfig:
+    """The `correlation` config slice (defaults as in workflow/schemas/config.schema.yaml)."""
+
+    min_active: int = 5
+    top_k: int = 8
+    device: str = "auto"
+    block_latents: int = 4096
+
+    @classmethod
+    def from_dict(cls, slice_: dict | None) -> "CorrelationConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(slice_ or {}) - known)
+        if unknown:
+            raise ConfigError(f"correlation.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(known))})")
+        return cls(**(slice_ or {}))
+
+
+@dataclass
+class CorrelationResult:
+    """Top-k partners in both directions plus per-latent statistics, in the original latent numbering.
+
+    Rows of latents that did not take part (outside a requested subset, or excluded) hold index -1 and
+    value NaN. Top-k rows are sorted by correlation descending, ties by partner index ascending.
+    """
+
+    topk_a_for_b: np.ndarray  # [d_b, k] int64 A partners of each B latent
+    topk_corr_for_b: np.ndarray  # [d_b, k] float64
+    topk_b_for_a: np.ndarray  # [d_a, k] int64 B partners of each A latent
+    topk_corr_for_a: np.ndarray  # [d_a, k] float64
+    n_active_a: np.ndarray  # [d_a] int64 tokens where the latent is nonzero
+    mean_a: np.ndarray  # [d_a] float64 over all tokens
+    std_a: np.ndarray  # [d_a] float64 population std over all tokens
+    n_active_b: np.ndarray  # [d_b]
+    mean_b: np.ndarray  # [d_b]
+    std_b: np.ndarray  # [d_b]
+    subset_a: np.ndarray  # [d_a] bool: in the requested subset (all True without one)
+    subset_b: np.ndarray  # [d_b] bool
+    used_a: np.ndarray  # [d_a] bool: in the subset, fired on >= min_active tokens, nonzero variance
+    used_b: np.ndarray  # [d_b] bool
+    n_tokens: int
+    min_active: int
+    top_k: int
+    engine: str
+
+    @property
+    def best_a_for_b(self) -> np.ndarray:
+        return self.topk_a_for_b[:, 0]
+
+    @property
+    def best_corr_for_b(self) -> np.ndarray:
+        return self.topk_corr_for_b[:, 0]
+
+    @property
+    def best_b_for_a(self) -> np.ndarray:
+        return self.topk_b_for_a[:, 0]
+
+    @property
+    def best_corr_for_a(self) -> np.ndarray:
+        return self.topk_corr_for_a[:, 0]
+
+    @property
+    def d_a(self) -> int:
+        return int(self.n_active_a.size)
+
+    @property
+    def d_b(self) -> int:
+        return int(self.n_active_b.size)
+
+    @property
+    def n_excluded_a(self) -> int:
+        """Latents of the subset left out for firing on < min_active tokens or having zero variance."""
+        return int(np.count_nonzero(self.subset_a & ~self.used_a))
+
+    @property
+    def n_excluded_b(self) -> int:
+        return int(np.count_nonzero(self.subset_b & ~self.used_b))
+
+    def summary(self) -> dict:
+        """Small JSON-ready description for logs and store attrs."""
+        return {"n_tokens": self.n_tokens, "d_a": self.d_a, "d_b": self.d_b, "top_k": self.top_k,
+                "min_active": self.min_active, "engine": self.engine,
+                "n_subset_a": int(self.subset_a.sum()), "n_subset_b": int(self.subset_b.sum()),
+                "n_used_a": int(self.used_a.sum()), "n_used_b": int(self.used_b.sum()),
+                "n_excluded_a": self.n_excluded_a, "n_excluded_b": self.n_excluded_b,
+                "n_dead_a": int(np.count_nonzero(self.n_active_a == 0)),
+                "n_dead_b": int(np.count_nonzero(self.n_active_b == 0))}
+
+
+_ARRAY_FIELDS = ("topk_a_for_b", "topk_corr_for_b", "topk_b_for_a", "topk_corr_for_a", "n_active_a", "mean_a",
+                 "std_a", "n_active_b", "mean_b", "std_b", "subset_a", "subset_b", "used_a", "used_b")
+_SCALAR_FIELDS = ("n_tokens", "min_active", "top_k", "engine")
+
+
+@dataclass
+class _Side:
+    """One model's codes restricted to the latents that take part, plus full-width per-latent stats.
+
+    Stored by token (CSR: `pointers` [n_tokens + 1], `positions` = compact latent ids) for side A, or by
+    latent (CSC: `pointers` [n_used + 1], `positions` = token rows, ascending) for side B.
+    """
+
+    pointers: np.ndarray  # int64
+    positions: np.ndarray  # [nnz] int32
+    values: np.ndarray  # [nnz] float32 or float64
+    n_tokens: int
+    n_active: np.ndarray  # [d] int64
+    mean: np.ndarray  # [d] float64
+    std: np.ndarray  # [d] float64
+    subset: np.ndarray  # [d] bool
+    used: np.ndarray  # [d] bool
+    used_ids: np.ndarray  # [n_used] int64 original id of each compact id
+
+    @property
+    def n_used(self) -> int:
+        return int(self.used_ids.size)
+
+
+# ---------------------------------------------------------------- loading
+
+
+_FLOAT32_EXACT = {np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.float16, np.float32)}
+
+
+def _value_dtype(codes: Any) -> np.dtype:
+    """float32 when every stored value is exactly a float32 (float16/float32/small ints), else float64."""
+    if isinstance(codes, CodesStore):
+        dtype = codes.group["values"].dtype
+    elif sp.issparse(codes):
+        dtype = codes.dtype
+    else:
+        dtype = np.asarray(codes).dtype
+    return np.dtype(np.float32) if np.dtype(dtype) in _FLOAT32_EXACT else np.dtype(np.float64)
+
+
+def _shape(codes: Any) -> tuple[int, int]:
+    return (codes.n_tokens, codes.d_sae) if isinstance(codes, CodesStore) else tuple(codes.shape)
+
+
+def _read_csr(codes: Any, value_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """CSR arrays (indptr int64, indices int32, values) of a code store, streamed chunk by chunk, or of a
+    matrix (without copying where the dtypes already fit); duplicate entries are summed."""
+    if isinstance(codes, CodesStore):
+        indptr = np.empty(codes.n_tokens + 1, np.int64)
+        indices = np.empty(codes.nnz, np.int32)
+        values = np.empty(codes.nnz, value_dtype)
+        indptr[0] = 0
+        row, entry = 0, 0
+        for chunk in codes.iter_chunks(STREAM_CHUNK_ROWS):
+            n_rows, nnz = chunk.shape[0], chunk.nnz
+            indptr[row + 1:row + n_rows + 1] = chunk.indptr[1:] + entry
+            indices[entry:entry + nnz] = chunk.indices
+            values[entry:entry + nnz] = chunk.data
+            row, entry = row + n_rows, entry + nnz
+        if row != codes.n_tokens or entry != codes.nnz:
+            raise ValueError(f"code store {codes.path} holds {row} rows / {entry} entries but its attrs say "
+                             f"{codes.n_tokens} / {codes.nnz}; rebuild it")
+        width = codes.d_sae
+    else:
+        csr = sp.csr_matrix(codes)
+        indptr, indices = np.asarray(csr.indptr, np.int64), np.asarray(csr.indices, np.int32)
+        values, width = np.asarray(csr.data, value_dtype), int(csr.shape[1])
+    if kernel.has_duplicates(indptr, indices, width):
+        csr = sp.csr_matrix((values, indices, indptr), shape=(indptr.size - 1, width))
+        csr.sum_duplicates()
+        indptr, indices, values = csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data
+    return indptr, indices, values, width
+
+
+def _subset_mask(latents: Sequence[int] | np.ndarray | None, width: int, name: str) -> np.ndarray:
+    if latents is None:
+        return np.ones(width, bool)
+    ids = np.asarray(latents)
+    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+        raise ValueError(f"{name} must be a 1-D array of integer latent ids")
+    if ids.size and (ids.min() < 0 or ids.max() >= width):
+        raise ValueError(f"{name} holds ids outside [0, {width})")
+    mask = np.zeros(width, bool)
+    mask[ids] = True
+    return mask
+
+
+def _load_side(codes: Any, latents: Any, min_active: int, value_dtype: np.dtype, name: str,
+               by_latent: bool) -> _Side:
+    """Read codes, compute per-latent stats, keep the latents that take part (CSR, or CSC if by_latent)."""
+    indptr, indices, values, width = _read_csr(codes, value_dtype)
+    n_tokens = indptr.size - 1
+    n_active, mean, std = kernel.column_stats(indices, values, width, n_tokens)
+    subset = _subset_mask(latents, width, name)
+    used = subset & (n_active >= min_active) & (std > 0)
+    used_ids = np.flatnonzero(used)
+    column_map = np.full(width, -1, np.int64)
+    column_map[used_ids] = np.arange(used_ids.size)
+    kept_counts = n_active[used_ids]
+    positions = np.empty(int(kept_counts.sum()), np.int32)
+    kept_values = np.empty(positions.size, values.dtype)
+    if by_latent:
+        pointers = np.zeros(used_ids.size + 1, np.int64)
+        np.cumsum(kept_counts, out=pointers[1:])
+        kernel.compact_csc(indptr, indices, values, column_map, pointers, positions, kept_values)
+    else:
+        pointers = np.empty(n_tokens + 1, np.int64)
+        kernel.compact_csr(indptr, indices, values, column_map, pointers, positions, kept_values)
+    return _Side(pointers, positions, kept_values, n_tokens, n_active, mean, std, subset, used, used_ids)
+
+
+# ---------------------------------------------------------------- engines
+
+
+@dataclass
+class _RawPartners:
+    """Top-k lists in compact numbering (EMPTY_INDEX / -inf in unused slots)."""
+
+    values_b: np.ndarray  # [n_used_b, k]
+    indices_b: np.ndarray  # [n_used_b, k] compact A ids
+    values_a: np.ndarray  # [n_used_a, k]
+    indices_a: np.ndarray  # [n_used_a, k] compact B ids
+
+    @classmethod
+    def empty(cls, n_used_a: int, n_used_b: int, top_k: int) -> "_RawPartners":
+        """No partners at all (one side has no latent that takes part)."""
+        return cls(np.full((n_used_b, top_k), -np.inf), np.full((n_used_b, top_k), kernel.EMPTY_INDEX),
+                   np.full((n_used_a, top_k), -np.inf), np.full((n_used_a, top_k), kernel.EMPTY_INDEX))
+
+
+def _balanced_blocks(work: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deal columns, most expensive first, round-robin into `n_blocks` blocks of similar total work."""
+    order = np.argsort(-work, kind="stable")
+    block_of = np.arange(order.size) % n_blocks
+    by_block = order[np.argsort(block_of, kind="stable")]
+    block_ptr = np.zeros(n_blocks + 1, np.int64)
+    block_ptr[1:] = np.cumsum(np.bincount(block_of, minlength=n_blocks))
+    return block_ptr, by_block.astype(np.int64)
+
+
+def _sparse_partners(side_a: _Side, side_b: _Side, top_k: int) -> _RawPartners:
+    """CPU engine: the numba kernel over A by token and B by latent (cost ~ sum_t nnz_a(t) nnz_b(t) + d_a d_b)."""
+    n_threads = numba.get_num_threads()
+    d_a, d_b = side_a.n_used, side_b.n_used
+    work = np.diff(side_b.pointers) * (side_a.positions.size / side_a.n_tokens) + d_a
+    n_rounds = max(1, min(16, d_b // max(1, 8 * n_threads)))  # kernel calls, for progress reporting
+    n_blocks_per_round = 8 * n_threads
+    block_ptr, block_columns = _balanced_blocks(work, n_rounds * n_blocks_per_round)
+    mean_a, inv_std_a = side_a.mean[side_a.used_ids], 1.0 / side_a.std[side_a.used_ids]
+    mean_b, inv_std_b = side_b.mean[side_b.used_ids], 1.0 / side_b.std[side_b.used_ids]
+    top_values_b = np.full((d_b, top_k), -np.inf)
+    top_indices_b = np.full((d_b, top_k), kernel.EMPTY_INDEX)
+    thread_values_a = np.full((n_threads, d_a, top_k), -np.inf)
+    thread_indices_a = np.full((n_threads, d_a, top_k), kernel.EMPTY_INDEX)
+    thread_last_a = np.full((n_threads, d_a), -np.inf)
+    cross = np.zeros((n_threads, d_a))
+    previous_chunksize = numba.set_parallel_chunksize(1)  # blocks are handed out one at a time
+    try:
+        for r in tqdm(range(n_rounds), desc="correlate (sparse)", unit="round", disable=n_rounds < 2):
+            lo, hi = r * n_blocks_per_round, (r + 1) * n_blocks_per_round
+            kernel.top_partners(side_a.pointers, side_a.positions, side_a.values,
+                                side_b.pointers, side_b.positions, side_b.values,
+                                mean_a, inv_std_a, mean_b, inv_std_b, side_a.n_tokens,
+                                block_ptr[lo:hi + 1], block_columns, top_values_b, top_indices_b,
+                                thread_values_a, thread_indices_a, thread_last_a, cross)
+    finally:
+        numba.set_parallel_chunksize(previous_chunksize)
+    values_a, indices_a = kernel.merge_thread_lists(thread_values_a, thread_indices_a)
+    return _RawPartners(top_values_b, top_indices_b, values_a, indices_a)
+
+
+def _coo_rows(indptr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+
+
+def _dense_partners(side_a: _Side, side_b: _Side, top_k: int, device: Any, block_latents: int) -> _RawPartners:
+    """Torch engine: float64 tiles Z_A^T Z_B (A densified per token chunk, B per latent block) on `device`.
+
+    Used on a GPU for dense or moderately sparse codes; on CPU tensors it tests the same arithmetic.
+    """
+    import torch
+
+    device = torch.device(device)
+    n_tokens, d_a, d_b = side_a.n_tokens, side_a.n_used, side_b.n_used
+    f64 = dict(dtype=torch.float64, device=device)
+    rows_a = torch.as_tensor(_coo_rows(side_a.pointers), device=device)
+    cols_a = torch.as_tensor(side_a.positions.astype(np.int64), device=device)
+    vals_a = torch.as_tensor(side_a.values, **f64)
+    colptr_b = side_b.pointers
+    rows_b = torch.as_tensor(side_b.positions.astype(np.int64), device=device)
+    cols_b = torch.as_tensor(_coo_rows(colptr_b), device=device)
+    vals_b = torch.as_tensor(side_b.values, **f64)
+    mean_a = torch.as_tensor(side_a.mean[side_a.used_ids], **f64)
+    inv_std_a = 1.0 / torch.as_tensor(side_a.std[side_a.used_ids], **f64)
+    mean_b = torch.as_tensor(side_b.mean[side_b.used_ids], **f64)
+    inv_std_b = 1.0 / torch.as_tensor(side_b.std[side_b.used_ids], **f64)
+    k_b, k_a = min(top_k, d_a), min(top_k, d_b)
+    values_b = torch.full((d_b, top_k), -math.inf, **f64)
+    indices_b = torch.full((d_b, top_k), kernel.EMPTY_INDEX, dtype=torch.int64, device=device)
+    values_a = torch.full((d_a, k_a), -math.inf, **f64)
+    indices_a = torch.full((d_a, k_a), kernel.EMPTY_INDEX, dtype=torch.int64, device=device)
+    token_rows = int(max(1, min(n_tokens, DENSE_TILE_BYTES // (8 * max(d_a, 1)))))
+    token_starts = torch.arange(0, n_tokens + 1, token_rows, device=device)
+    indptr_a = side_a.pointers
+    inv_n = 1.0 / n_tokens
+    for start in tqdm(range(0, d_b, block_latents), desc="correlate (dense)", unit="block",
+                      disable=d_b <= block_latents):
+        stop = min(start + block_latents, d_b)
+        lo, hi = int(colptr_b[start]), int(colptr_b[stop])
+        order = torch.argsort(rows_b[lo:hi], stable=True)  # block entries by token
+        block_rows, block_cols, block_vals = rows_b[lo:hi][order], cols_b[lo:hi][order] - start, vals_b[lo:hi][order]
+        bounds = torch.searchsorted(block_rows, token_starts).tolist() + [hi - lo]
+        cross = torch.zeros((d_a, stop - start), **f64)  # [d_a, block] sum_t a_ti b_tj
+        for c, t0 in enumerate(range(0, n_tokens, token_rows)):
+            b_lo, b_hi = bounds[c], bounds[c + 1]
+            if b_lo == b_hi:
+                continue  # no B entry in this chunk: its products are zero
+            t1 = min(t0 + token_rows, n_tokens)
+            a_lo, a_hi = int(indptr_a[t0]), int(indptr_a[t1])
+            dense_a = torch.zeros((t1 - t0, d_a), **f64)  # [tokens, d_a]
+            dense_a[rows_a[a_lo:a_hi] - t0, cols_a[a_lo:a_hi]] = vals_a[a_lo:a_hi]
+            dense_b = torch.zeros((t1 - t0, stop - start), **f64)  # [tokens, block]
+            dense_b[block_rows[b_lo:b_hi] - t0, block_cols[b_lo:b_hi]] = block_vals[b_lo:b_hi]
+            cross.addmm_(dense_a.T, dense_b)
+        covariance = cross * inv_n - mean_a[:, None] * mean_b[None, start:stop]
+        corr = covariance * inv_std_a[:, None] * inv_std_b[None, start:stop]  # [d_a, block]
+        best = torch.topk(corr, k_b, dim=0)
+        values_b[start:stop, :k_b] = best.values.T
+        indices_b[start:stop, :k_b] = best.indices.T
+        block_ids = torch.arange(start, stop, device=device).expand(d_a, -1)
+        merged = torch.topk(torch.cat([values_a, corr], dim=1), k_a, dim=1)
+        values_a = merged.values
+        indices_a = torch.gather(torch.cat([indices_a, block_ids], dim=1), 1, merged.indices)
+    pad = torch.full((d_a, top_k - k_a), -math.inf, **f64)
+    values_a = torch.cat([values_a, pad], dim=1)
+    indices_a = torch.cat([indices_a, torch.full_like(pad, kernel.EMPTY_INDEX, dtype=torch.int64)], dim=1)
+    raw = [t.cpu().numpy() for t in (values_b, indices_b, values_a, indices_a)]
+    # torch.topk orders ties arbitrarily: restore (value desc, index asc) within each list
+    for values, indices in ((raw[0], raw[1]), (raw[2], raw[3])):
+        order = np.lexsort((indices, -values), axis=-1)
+        values[:] = np.take_along_axis(values, order, axis=-1)
+        indices[:] = np.take_along_axis(indices, order, axis=-1)
+    return _RawPartners(*raw)
+
+
+@functools.lru_cache(maxsize=None)
+def _measure_fp64_flops(device: str) -> float:
+    """Float64 matmul throughput of a torch device (one small timed product after a warm-up)."""
+    import torch
+
+    x = torch.ones((2048, 2048), dtype=torch.float64, device=device)
+    (x @ x).sum().item()
+    start = time.perf_counter()
+    (x @ x @ x).sum().item()
+    return 2 * 2 * 2048**3 / max(time.perf_counter() - start, 1e-9)
+
+
+@dataclass(frozen=True)
+class _EngineCosts:
+    """Estimated seconds of the sparse kernel and of the dense CPU path, and the latter's extra memory (bytes)."""
+
+    sparse_seconds: float
+    dense_cpu_seconds: float
+    dense_cpu_bytes: float
+
+
+def _engine_costs(side_a: _Side, side_b: _Side, block_latents: int, torch_threads: int) -> _EngineCosts:
+    """Cost model of the sparse kernel and of the dense torch path on CPU (constants measured above).
+
+    sparse: (sum over tokens of nnz_a(t) * nnz_b(t) + d_a * d_b) / (SPARSE_PRODUCTS_PER_SECOND * threads);
+    dense on CPU: 2 * n * d_a * d_b / (DENSE_CPU_FLOPS_PER_THREAD * torch threads)
+                  + DENSE_CPU_SECONDS_PER_ENTRY * (n_blocks_b * nnz_a + nnz_b).
+    For codes of density r_a, r_b the dense path wins once d_a r_a d_b r_b (co-firing per token) exceeds
+    about 75 (d_a r_a + d_b r_b) on 2 threads, i.e. only for dense codes (r > ~0.5 at 256 x 384 latents).
+    """
+    n_tokens, d_a, d_b = side_a.n_tokens, side_a.n_used, side_b.n_used
+    nnz_a, nnz_b = side_a.positions.size, side_b.positions.size
+    tokens_b = np.bincount(side_b.positions, minlength=n_tokens).astype(np.float64)
+    products = float(np.dot(np.diff(side_a.pointers).astype(np.float64), tokens_b))
+    dense_pass = float(d_a) * d_b
+    sparse_seconds = (products + dense_pass) / (SPARSE_PRODUCTS_PER_SECOND * numba.get_num_threads())
+    n_blocks = max(1, math.ceil(d_b / block_latents))
+    token_rows = max(1, min(n_tokens, DENSE_TILE_BYTES // (8 * max(d_a, 1))))
+    tile_bytes = 8.0 * token_rows * (d_a + min(block_latents, d_b)) + 8.0 * dense_pass
+    dense_cpu_seconds = (2.0 * n_tokens * dense_pass / (DENSE_CPU_FLOPS_PER_THREAD * max(1, torch_threads))
+                         + DENSE_CPU_SECONDS_PER_ENTRY * (n_blocks * nnz_a + nnz_b))
+    return _EngineCosts(sparse_seconds, dense_cpu_seconds, DENSE_CPU_BYTES_PER_ENTRY * (nnz_a + nnz_b) + tile_bytes)
+
+
+def _choose_engine(device: str, side_a: _Side, side_b: _Side, block_latents: int = 4096) -> tuple[str, str]:
+    """(engine, torch device) for `correlation.device`; auto takes the fastest engine by `_engine_costs`.
+
+    On CPU, auto takes the dense torch path instead of the sparse kernel only for dense codes (MLP neurons,
+    pre-activations), and only within DENSE_CPU_MAX_BYTES; on a GPU it weighs dense GPU tiles too.
+    """
+    if device == "cpu":
+        return "sparse-cpu", "cpu"
+    if device == "dense-cpu":
+        return "dense-cpu", "cpu"
+    if device != "auto" and not device.startswith("cuda"):
+        raise ConfigError("correlation.device", f"{device!r} is not one of auto, cpu, cuda (or cuda:N)")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if device != "auto":
+        if not cuda:
+            raise ConfigError("correlation.device", f"{device!r} was requested but no CUDA GPU is visible; "
+                                                    "use auto or cpu")
+        return "dense-cuda", device
+    costs = _engine_costs(side_a, side_b, block_latents, torch.get_num_threads())
+    seconds = {"sparse-cpu": costs.sparse_seconds}
+    if costs.dense_cpu_bytes <= DENSE_CPU_MAX_BYTES:
+        seconds["dense-cpu"] = costs.dense_cpu_seconds
+    if cuda:
+        dense_flops = 2.0 * side_a.n_tokens * float(side_a.n_used) * side_b.n_used
+        seconds["dense-cuda"] = dense_flops / _measure_fp64_flops("cuda")
+    engine = min(seconds, key=seconds.get)  # ties keep the sparse kernel (inserted first)
+    log.info("correlation engine estimate: %s (dense CPU needs %.1f GB); using %s",
+             ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items()), costs.dense_cpu_bytes / 2**30,
+             engine)
+    return engine, {"sparse-cpu": "cpu", "dense-cpu": "cpu", "dense-cuda": "cuda"}[engine]
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _warn_if_ill_conditioned(side_a: _Side, side_b: _Side) -> None:
+    """Log the worst pair whose uncentred covariance may lose digits (nearly constant latents)."""
+    if side_a.n_used == 0 or side_b.n_used == 0:
+        return
+    ratio_a = np.abs(side_a.mean[side_a.used_ids]) / side_a.std[side_a.used_ids]
+    ratio_b = np.abs(side_b.mean[side_b.used_ids]) / side_b.std[side_b.used_ids]
+    if ratio_a.max() * ratio_b.max() > ILL_CONDITIONED:
+        log.warning("latents A%d and B%d are nearly constant (|mean/std| = %.3g, %.3g): their correlations "
+                    "may carry absolute errors up to ~%.1g", side_a.used_ids[ratio_a.argmax()],
+                    side_b.used_ids[ratio_b.argmax()], ratio_a.max(), ratio_b.max(),
+                    1e-16 * ratio_a.max() * ratio_b.max())
+
+
+def _to_original(raw_values: np.ndarray, raw_indices: np.ndarray, partner_ids: np.ndarray, own: _Side,
+                 width: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-width [width, k] lists in original numbering: -1 / NaN for unused rows and empty slots."""
+    indices = np.full((width, top_k), -1, np.int64)
+    values = np.full((width, top_k), np.nan)
+    filled = raw_indices != kernel.EMPTY_INDEX
+    mapped = np.full(raw_indices.shape, -1, np.int64)
+    mapped[filled] = partner_ids[raw_indices[filled]]
+    indices[own.used_ids] = mapped
+    values[own.used_ids] = np.where(filled, np.clip(raw_values, -1.0, 1.0), np.nan)
+    return indices, values
+
+
+def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: int = 1, device: str = "auto",
+                    latents_a: Sequence[int] | np.ndarray | None = None,
+                    latents_b: Sequence[int] | np.ndarray | None = None,
+                    block_latents: int = 4096) -> CorrelationResult:
+    """Exact Pearson correlation of A and B latents over the shared token rows; top-k partners both ways.
+
+    `codes_a` / `codes_b`: scipy.sparse (or dense) matrices [tokens, latents] with the same token rows, or
+    `featsim.stores.CodesStore`s (streamed chunk by chunk). `latents_a` / `latents_b` restrict both sides
+    to subsets (results keep the original numbering). `device`: auto (the engine estimated fastest, see
+    `_choose_engine`) | cpu (sparse numba kernel) | cuda[:N] (dense torch tiles) | dense-cpu (the dense
+    arithmetic on CPU tensors: faster than the sparse kernel for dense codes).
+    `block_latents`: B latents per tile on the dense path.
+    """
+    if top_k < 1:
+        raise ConfigError("correlation.top_k", f"must be >= 1, got {top_k}")
+    if min_active < 1:
+        raise ConfigError("correlation.min_active", f"must be >= 1, got {min_active}")
+    if block_latents < 1:
+        raise ConfigError("correlation.block_latents", f"must be >= 1, got {block_latents}")
+    shape_a, shape_b = _shape(codes_a), _shape(codes_b)
+    if shape_a[0] != shape_b[0]:
+        raise ValueError(f"codes_a has {shape_a[0]} token rows but codes_b has {shape_b[0]}: both must be codes "
+                         "of the same tokens (rebuild the code stores from one tokens.zarr)")
+    if shape_a[0] == 0:
+        raise ValueError("codes hold no token rows: nothing to correlate")
+    started = time.perf_counter()
+    value_dtype = np.promote_types(_value_dtype(codes_a), _value_dtype(codes_b))
+    side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False)
+    side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True)
+    loaded = time.perf_counter()
+    _warn_if_ill_conditioned(side_a, side_b)
+    engine, torch_device = _choose_engine(device, side_a, side_b, block_latents)
+    if side_a.n_used == 0 or side_b.n_used == 0:
+        raw = _RawPartners.empty(side_a.n_used, side_b.n_used, top_k)
+    elif engine == "sparse-cpu":
+        raw = _sparse_partners(side_a, side_b, top_k)
+    else:
+        raw = _dense_partners(side_a, side_b, top_k, torch_device, block_latents)
+    topk_a_for_b, topk_corr_for_b = _to_original(raw.values_b, raw.indices_b, side_a.used_ids, side_b,
+                                                 side_b.used.size, top_k)
+    topk_b_for_a, topk_corr_for_a = _to_original(raw.values_a, raw.indices_a, side_b.used_ids, side_a,
+                                                 side_a.used.size, top_k)
+    result = CorrelationResult(topk_a_for_b, topk_corr_for_b, topk_b_for_a, topk_corr_for_a,
+                               side_a.n_active, side_a.mean, side_a.std, side_b.n_active, side_b.mean, side_b.std,
+                               side_a.subset, side_b.subset, side_a.used, side_b.used,
+                               n_tokens=side_a.n_tokens, min_active=int(min_active), top_k=int(top_k), engine=engine)
+    log.info("correlated %d tokens x %d A x %d B latents (%d / %d used; %d / %d excluded, min_active=%d) "
+             "with %s: load %.1f s, correlate %.1f s", result.n_tokens, result.d_a, result.d_b, side_a.n_used,
+             side_b.n_used, result.n_excluded_a, result.n_excluded_b, min_active, engine, loaded - started,
+             time.perf_counter() - loaded)
+    return result
+
+
+def write_correlation(path: str | os.PathLike, result: CorrelationResult, attrs: dict | None = None) -> None:
+    """Write a CorrelationResult as a `correlation` store (arrays + summary and provenance in attrs)."""
+    with atomic_store(path, kind="correlation", attrs={**result.summary(), **(attrs or {})}) as group:
+        for name in _ARRAY_FIELDS:
+            array = getattr(result, name)
+            group.create_array(name, data=array, chunks=array.shape if array.size else None)
+
+
+def open_correlation(path: str | os.PathLike) -> CorrelationResult:
+    """Read a correlation store written by `write_correlation`."""
+    group = open_store(path, kind="correlation")
+    arrays = {name: group[name][...] for name in _ARRAY_FIELDS}
+    scalars = {name: group.attrs[name] for name in _SCALAR_FIELDS}
+    return CorrelationResult(**arrays, **{k: (v if k == "engine" else int(v)) for k, v in scalars.items()})
+
+
+def correlate_code_stores(codes_a_path: str | os.PathLike, codes_b_path: str | os.PathLike,
+                          output: str | os.PathLike, correlation_config: dict | None,
+                          ids: dict | None = None) -> CorrelationResult:
+    """The `correlate` rule: correlate two code stores and write the correlation store with provenance."""
+    from featsim.provenance import make_provenance
+
+    cfg = CorrelationConfig.from_dict(correlation_config)
+    codes_a, codes_b = open_codes(codes_a_path), open_codes(codes_b_path)
+    result = max_correlation(codes_a, codes_b, top_k=cfg.top_k, min_active=cfg.min_active, device=cfg.device,
+                             block_latents=cfg.block_latents)
+    provenance = make_provenance(correlation_config or {}, **(ids or {}), n_tokens=result.n_tokens,
+                                 codes_a=str(codes_a_path), codes_b=str(codes_b_path),
+                                 codes_a_config_hash=codes_a.attrs.get("config_hash"),
+                                 codes_b_config_hash=codes_b.attrs.get("config_hash"))
+    write_correlation(output, result, provenance)
+    return result

@@ -1,0 +1,428 @@
+"""Similarity metrics between two paired sets of feature vectors (rows = paired latents).
+
+`METRICS[name](X, Y) -> float` for X [n, d_a] and Y [n, d_b] whose row i is pair i (numpy or torch,
+computed in float64). `describe(name, X, Y)` returns the score with its details (e.g. SVCCA's k_a,
+k_b). Every entry declares the transformations it is invariant to (see INVARIANCES); the tests check
+each declaration. The permutation null (featsim.null) reuses the building blocks below
+(`principal_basis`, `centred_scores`, `rank_matrix`, `knn_indices`) so the fast null and the metric
+are the same computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import scipy.linalg
+import scipy.stats
+
+INVARIANCES = {
+    "orthogonal": "X -> X Q for an orthogonal Q, on either side independently",
+    "isotropic_scaling": "X -> c X for c > 0, on either side independently",
+    "translation": "X -> X + 1 b^T (the same vector added to every row), on either side",
+    "row_scaling": "x_i -> c_i x_i for c_i > 0 (each row rescaled on its own)",
+    "row_affine": "x_i -> c_i x_i + t_i 1 for c_i > 0 (each row rescaled and shifted by a constant)",
+    "joint_row_permutation": "the same reordering of the pairs on both sides",
+}
+
+
+class DegenerateInputError(ValueError):
+    """The inputs admit no meaningful score (too few pairs, a side without variance, ...)."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A score and the details behind it (e.g. SVCCA's kept components)."""
+
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: `metric(X, Y, **options) -> float`; `metric.describe(...)` adds details."""
+
+    name: str
+    compute: Callable[..., MetricResult]
+    invariances: frozenset[str]
+    description: str
+    options: Mapping[str, Any] = field(default_factory=dict)  # option name -> default
+    min_pairs: int = 3
+
+    def resolve_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The defaults updated with `options`; an error naming the config key for unknown ones."""
+        options = dict(options or {})
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(f"config key 'metric_options.{self.name}': unknown option(s) {sorted(unknown)}; "
+                             f"{self.name} accepts {sorted(self.options) or 'none'}")
+        return {**self.options, **options}
+
+    def check_pairs(self, n_pairs: int) -> None:
+        """DegenerateInputError when there are too few pairs for this metric."""
+        if n_pairs < self.min_pairs:
+            raise DegenerateInputError(f"{self.name} needs at least {self.min_pairs} pairs, got {n_pairs}")
+
+    def describe(self, X, Y, **options) -> MetricResult:
+        """Score and details on paired rows X [n, d_a], Y [n, d_b] (float64)."""
+        options = self.resolve_options(options)
+        X, Y = paired_arrays(X, Y)
+        self.check_pairs(X.shape[0])
+        return self.compute(X, Y, **options)
+
+    def __call__(self, X, Y, **options) -> float:
+        return self.describe(X, Y, **options).score
+
+
+def as_float64(array) -> np.ndarray:
+    """A 2-D float64 numpy copy-or-view of a numpy array or torch tensor."""
+    if hasattr(array, "detach"):  # torch.Tensor, without importing torch here
+        array = array.detach().cpu().double().numpy()
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D array [pairs, dims], got shape {array.shape}")
+    return array
+
+
+def paired_arrays(X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert a pair of row-aligned matrices."""
+    X, Y = as_float64(X), as_float64(Y)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X and Y must have one row per pair: got {X.shape[0]} and {Y.shape[0]} rows")
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise ValueError("X and Y must be finite (NaN/inf found in a decoder row)")
+    return X, Y
+
+
+def centre_columns(X: np.ndarray) -> np.ndarray:
+    """Subtract each column's mean over the rows."""
+    return X - X.mean(axis=0, keepdims=True)
+
+
+# ---------------------------------------------------------------- SVCCA / CCA / Procrustes blocks
+
+
+@dataclass(frozen=True)
+class PrincipalBasis:
+    """Orthonormal basis of the top-k principal directions of centred data, as row scores."""
+
+    basis: np.ndarray  # [n, k] left singular vectors (orthonormal columns, centred)
+    singular_values: np.ndarray  # [rank] all singular values of the centred data
+    k: int
+
+
+def _numerical_rank(singular_values: np.ndarray, X: np.ndarray) -> int:
+    """Singular values of centred X above rounding level, judged against the scale of X itself
+    (so rows that are identical up to rounding count as no variance, not as rank 1)."""
+    scale = max(float(singular_values[0]) if singular_values.size else 0.0, float(np.linalg.norm(X)))
+    tolerance = scale * max(X.shape) * np.finfo(np.float64).eps
+    return int(np.count_nonzero(singular_values > tolerance))
+
+
+def principal_basis(X: np.ndarray, threshold: float | None = None, k: int | None = None) -> PrincipalBasis:
+    """Centre columns, SVD, keep the smallest k whose normalised cumulative s^2 reaches `threshold`.
+
+    Pass exactly one of `threshold` (in (0, 1]) or a fixed `k`. k never exceeds the numerical rank.
+    """
+    if (threshold is None) == (k is None):
+        raise ValueError("pass exactly one of threshold or k")
+    U, s, _ = np.linalg.svd(centre_columns(X), full_matrices=False)
+    rank = _numerical_rank(s, X)
+    if rank == 0:
+        raise DegenerateInputError("a side has no variance across pairs (all rows identical)")
+    if threshold is not None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"config key 'metric_options.svcca.threshold': must be in (0, 1], got {threshold}")
+        energy = s[:rank] ** 2
+        cumulative = np.cumsum(energy) / energy.sum()
+        k = int(np.searchsorted(cumulative, threshold, side="left")) + 1
+    k = max(1, min(int(k), rank))
+    return PrincipalBasis(basis=U[:, :k], singular_values=s[:rank], k=k)
+
+
+def canonical_correlations(basis_a: np.ndarray, basis_b: np.ndarray) -> np.ndarray:
+    """Singular values of Qa^T Qb (cosines of the principal angles), clipped to [0, 1]."""
+    return np.clip(scipy.linalg.svdvals(basis_a.T @ basis_b), 0.0, 1.0)
+
+
+def svcca_result(side_a: PrincipalBasis, side_b: PrincipalBasis, threshold: float | None) -> MetricResult:
+    """Mean canonical correlation of two principal bases, with the kept components."""
+    correlations = canonical_correlations(side_a.basis, side_b.basis)
+    details = {"k_a": side_a.k, "k_b": side_b.k, "n_canonical": int(correlations.size)}
+    if threshold is not None:
+        details["threshold"] = threshold
+    return MetricResult(float(correlations.mean()), details)
+
+
+def _svcca(X: np.ndarray, Y: np.ndarray, threshold: float) -> MetricResult:
+    return svcca_result(principal_basis(X, threshold=threshold), principal_basis(Y, threshold=threshold), threshold)
+
+
+def _svcca_legacy(X: np.ndarray, Y: np.ndarray) -> MetricResult:
+    return svcca_result(principal_basis(X, k=1), principal_basis(Y, k=1), None)
+
+
+def centred_scores(X: np.ndarray) -> np.ndarray:
+    """Principal-component scores U S of the centred data [n, rank]: same Gram matrix as X centred.
+
+    Xc^T P Yc and (U_a S_a)^T P (U_b S_b) have the same singular values for any row permutation P,
+    so CKA and Procrustes (and their nulls) can work on these thinner factors.
+    """
+    U, s, _ = np.linalg.svd(centre_columns(X), full_matrices=False)
+    rank = _numerical_rank(s, X)
+    if rank == 0:
+        raise DegenerateInputError("a side has no variance across pairs (all rows identical)")
+    return U[:, :rank] * s[:rank]
+
+
+def procrustes_norm(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
+    """||Xc||_F ||Yc||_F from principal-component scores; an error when a side has no variance."""
+    norm = float(np.linalg.norm(scores_a) * np.linalg.norm(scores_b))
+    if norm == 0.0:
+        raise DegenerateInputError("procrustes: a side has no variance across pairs")
+    return norm
+
+
+def procrustes_result(scores_a: np.ndarray, scores_b: np.ndarray) -> MetricResult:
+    """Nuclear norm of Xn^T Yn. Zero-padding the narrower side only adds zero rows/columns to
+    Xn^T Yn, leaving its singular values unchanged, so no padding is materialised."""
+    nuclear = scipy.linalg.svdvals(scores_a.T @ scores_b).sum() / procrustes_norm(scores_a, scores_b)
+    return MetricResult(float(min(nuclear, 1.0)))
+
+
+def _procrustes(X: np.ndarray, Y: np.ndarray) -> MetricResult:
+    return procrustes_result(centred_scores(X), centred_scores(Y))
+
+
+# ---------------------------------------------------------------- CKA
+
+
+def cka_denominator(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
+    """||Xc^T Xc||_F ||Yc^T Yc||_F from principal-component scores (Xc^T Xc = V S^2 V^T)."""
+    norm = float(np.linalg.norm(scores_a.T @ scores_a) * np.linalg.norm(scores_b.T @ scores_b))
+    if norm == 0.0:
+        raise DegenerateInputError("cka: a side has no variance across pairs")
+    return norm
+
+
+def cka_result(scores_a: np.ndarray, scores_b: np.ndarray) -> MetricResult:
+    """Linear CKA; ||Xc^T Yc||_F = ||scores_a^T scores_b||_F because V_a, V_b are orthonormal."""
+    cross = np.linalg.norm(scores_a.T @ scores_b) ** 2
+    return MetricResult(float(cross / cka_denominator(scores_a, scores_b)))
+
+
+def _cka(X: np.ndarray, Y: np.ndarray) -> MetricResult:
+    return cka_result(centred_scores(X), centred_scores(Y))
+
+
+def unbiased_hsic(cross_sq: float, sq_norms_a: np.ndarray, sq_norms_b: np.ndarray,
+                  row_sums_a: np.ndarray, row_sums_b: np.ndarray) -> float:
+    """Unbiased HSIC (Song et al. 2012) of linear kernels K = A A^T, L = B B^T, from feature-space terms.
+
+    cross_sq = ||A^T B||_F^2, sq_norms = diag(K), diag(L), row_sums = K 1 - diag(K) (i.e. K~ 1).
+    With K~ = K - diag(K): tr(K~ L~) = cross_sq - sum(diag K * diag L), 1^T K~ 1 = sum(K~ 1), ...
+    """
+    n = sq_norms_a.size
+    trace_term = cross_sq - float(sq_norms_a @ sq_norms_b)
+    sums_term = row_sums_a.sum() * row_sums_b.sum() / ((n - 1) * (n - 2))
+    cross_sums_term = 2.0 / (n - 2) * float(row_sums_a @ row_sums_b)
+    return (trace_term + sums_term - cross_sums_term) / (n * (n - 3))
+
+
+def kernel_terms(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """diag(K) and (K - diag K) 1 for K = Xc Xc^T (= scores scores^T): the per-row unbiased-HSIC terms."""
+    sq_norms = np.einsum("ij,ij->i", scores, scores)
+    return sq_norms, scores @ scores.sum(axis=0) - sq_norms
+
+
+def self_hsic(scores: np.ndarray) -> float:
+    """Unbiased HSIC of a side with itself; an error when it is not positive (the CKA is then undefined)."""
+    sq_norms, row_sums = kernel_terms(scores)
+    hsic = unbiased_hsic(np.linalg.norm(scores.T @ scores) ** 2, sq_norms, sq_norms, row_sums, row_sums)
+    if not hsic > 0.0:
+        raise DegenerateInputError(f"cka_unbiased: the unbiased self-HSIC is not positive ({hsic:.3g}); "
+                                   "too few pairs or a side without variance")
+    return hsic
+
+
+def cka_unbiased_result(scores_a: np.ndarray, scores_b: np.ndarray) -> MetricResult:
+    """CKA with unbiased HSIC on centred data, clipped to [-1, 1] (estimator noise can leave it)."""
+    (sq_a, rows_a), (sq_b, rows_b) = kernel_terms(scores_a), kernel_terms(scores_b)
+    hsic_ab = unbiased_hsic(np.linalg.norm(scores_a.T @ scores_b) ** 2, sq_a, sq_b, rows_a, rows_b)
+    return MetricResult(float(np.clip(hsic_ab / np.sqrt(self_hsic(scores_a) * self_hsic(scores_b)), -1.0, 1.0)))
+
+
+def _cka_unbiased(X: np.ndarray, Y: np.ndarray) -> MetricResult:
+    return cka_unbiased_result(centred_scores(X), centred_scores(Y))
+
+
+# ---------------------------------------------------------------- RSA
+
+
+def upper_triangle(matrix: np.ndarray) -> np.ndarray:
+    """Entries i < j of a square matrix, row-major (as scipy's squareform), by row slices."""
+    n = matrix.shape[0]
+    return np.concatenate([matrix[i, i + 1:] for i in range(n - 1)]) if n > 1 else matrix[:0, 0]
+
+
+def row_correlation_upper(X: np.ndarray) -> np.ndarray:
+    """Pearson correlations between rows (row-centred cosine), upper triangle i < j, row-major.
+
+    A row without variance has correlation 0 with every other row (Pearson is undefined there).
+    """
+    centred = X - X.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+    return upper_triangle(unit @ unit.T)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Centred doubled average ranks of the row correlations: 2 rank - (N + 1), exact integers.
+
+    Doubled average ranks are integers, so this form and its row/column permutations are exact.
+    """
+
+    upper: np.ndarray  # [N] int32, N = n (n - 1) / 2, row-major i < j
+    matrix: np.ndarray  # [n, n] int32, symmetric, zero diagonal
+    norm: float  # sqrt(sum of upper^2)
+
+
+def rank_matrix(X: np.ndarray) -> Ranks:
+    """Ranks of X's row-correlation upper triangle (ties: average rank), as vector and matrix."""
+    n = X.shape[0]
+    n_upper = n * (n - 1) // 2
+    if n_upper >= 2**31:
+        raise ValueError(f"rsa supports at most 65,535 pairs (got {n}); use fewer pairs")
+    doubled = np.rint(2.0 * scipy.stats.rankdata(row_correlation_upper(X), method="average")).astype(np.int64)
+    upper = (doubled - (n_upper + 1)).astype(np.int32)
+    matrix = np.zeros((n, n), dtype=np.int32)
+    offset = 0
+    for i in range(n - 1):
+        matrix[i, i + 1:] = upper[offset:offset + n - 1 - i]
+        offset += n - 1 - i
+    matrix += matrix.T
+    as_float = upper.astype(np.float64)
+    return Ranks(upper=upper, matrix=matrix, norm=float(np.sqrt(as_float @ as_float)))
+
+
+def rank_norms(ranks_a: Ranks, ranks_b: Ranks) -> float:
+    """|Ra| |Rb|; an error when a side's correlations are all equal (no ranking)."""
+    norm = ranks_a.norm * ranks_b.norm
+    if norm == 0.0:
+        raise DegenerateInputError("rsa: all row correlations of a side are equal (no ranking)")
+    return norm
+
+
+def rsa_result(ranks_a: Ranks, ranks_b: Ranks) -> MetricResult:
+    """Spearman = Pearson of the centred average ranks of the two upper triangles."""
+    cross = ranks_a.upper.astype(np.float64) @ ranks_b.upper.astype(np.float64)
+    return MetricResult(float(cross / rank_norms(ranks_a, ranks_b)), {"n_upper": int(ranks_a.upper.size)})
+
+
+def _rsa(X: np.ndarray, Y: np.ndarray) -> MetricResult:
+    return rsa_result(rank_matrix(X), rank_matrix(Y))
+
+
+# ---------------------------------------------------------------- mutual kNN
+
+
+def knn_indices(X: np.ndarray, k: int, block_rows: int = 1024) -> tuple[np.ndarray, bool]:
+    """Indices [n, k] of each row's k most cosine-similar other rows; ties broken by lower index.
+
+    Also returns whether any row has a tie at its k-th neighbour (its set then depends on row order).
+    Rows of zero norm have cosine 0 with every row. Blocked over rows: memory O(block_rows x n).
+    """
+    n = X.shape[0]
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    unit = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+    neighbours = np.empty((n, k), dtype=np.int64)
+    has_boundary_tie = False
+    for start in range(0, n, block_rows):
+        rows = np.arange(start, min(start + block_rows, n))
+        similarity = unit[rows] @ unit.T  # [block, n]
+        similarity[np.arange(rows.size), rows] = -np.inf
+        kth_value = np.partition(similarity, n - k, axis=1)[:, n - k][:, None]
+        above = similarity > kth_value
+        at_kth = similarity == kth_value
+        needed = k - above.sum(axis=1, keepdims=True)
+        has_boundary_tie |= bool((at_kth.sum(axis=1, keepdims=True) > needed).any())
+        chosen = above | (at_kth & (np.cumsum(at_kth, axis=1) <= needed))
+        neighbours[rows] = np.nonzero(chosen)[1].reshape(rows.size, k)
+    return neighbours, has_boundary_tie
+
+
+def neighbour_overlap(neighbours_a: np.ndarray, neighbours_b: np.ndarray) -> float:
+    """Mean over rows of |N_a(i) & N_b(i)| / k."""
+    k = neighbours_a.shape[1]
+    shared = (neighbours_a[:, :, None] == neighbours_b[:, None, :]).any(axis=2).sum(axis=1)
+    return float(shared.mean() / k)
+
+
+def check_knn_k(k, n: int) -> int:
+    """Validate mutual_knn's k against the number of pairs."""
+    if isinstance(k, bool) or not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise ValueError(f"config key 'metric_options.mutual_knn.k': must be a positive integer, got {k!r}")
+    if n <= k + 1:
+        raise DegenerateInputError(f"mutual_knn with k={k} needs more than k+1 = {k + 1} pairs, got {n}")
+    return int(k)
+
+
+def _mutual_knn(X: np.ndarray, Y: np.ndarray, k: int) -> MetricResult:
+    k = check_knn_k(k, X.shape[0])
+    neighbours_a, _ = knn_indices(X, k)
+    neighbours_b, _ = knn_indices(Y, k)
+    return MetricResult(neighbour_overlap(neighbours_a, neighbours_b), {"k": k})
+
+
+# ---------------------------------------------------------------- registry
+
+_ROTATION_FAMILY = frozenset({"orthogonal", "isotropic_scaling", "translation", "joint_row_permutation"})
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("svcca", _svcca, _ROTATION_FAMILY,
+               "SVCCA: per side the top principal components explaining `threshold` of the variance "
+               "(normalised cumulative s^2); mean canonical correlation = mean singular value of Qa^T Qb.",
+               options={"threshold": 0.99}),
+        Metric("svcca_legacy", _svcca_legacy, _ROTATION_FAMILY,
+               "The original study's statistic (k = 1 on both sides): |Pearson r| of the first "
+               "principal-component scores. For reproducing the study only."),
+        Metric("rsa", _rsa, frozenset({"isotropic_scaling", "row_affine", "joint_row_permutation"}),
+               "RSA: Spearman correlation (average ranks) of the upper triangles of the two n x n "
+               "matrices of Pearson correlations between rows."),
+        Metric("cka", _cka, _ROTATION_FAMILY,
+               "Linear CKA on column-centred X, Y: ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)."),
+        Metric("cka_unbiased", _cka_unbiased, _ROTATION_FAMILY,
+               "Linear CKA with the unbiased HSIC estimator (Song et al. 2012), clipped to [-1, 1].",
+               min_pairs=4),
+        Metric("procrustes", _procrustes, _ROTATION_FAMILY,
+               "Orthogonal Procrustes similarity: nuclear norm of Xn^T Yn for column-centred, unit-"
+               "Frobenius-norm sides (narrower side zero-padded); 1 = identical up to rotation."),
+        Metric("mutual_knn", _mutual_knn,
+               frozenset({"orthogonal", "isotropic_scaling", "row_scaling", "joint_row_permutation"}),
+               "Mean overlap |N_X(i) & N_Y(i)| / k of each row's k cosine nearest neighbours "
+               "(self excluded, ties by lower index) within each side.",
+               options={"k": 10}),
+    )
+}
+
+SVCCA_FAMILY = frozenset({"svcca", "svcca_legacy"})
+"""Metrics subject to the CCA degenerate-regime guard (n pairs < 5 x kept components)."""
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric `name`, or an error listing the registry."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"config key 'metrics': unknown metric {name!r}; choose from {sorted(METRICS)}") from None
+
+
+def describe(name: str, X, Y, **options) -> dict:
+    """JSON-ready score with details: {metric, score, invariances, **details} (e.g. k_a, k_b)."""
+    metric = get_metric(name)
+    result = metric.describe(X, Y, **options)
+    return {"metric": name, "score": result.score, "invariances": sorted(metric.invariances), **result.details}

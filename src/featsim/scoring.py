@@ -1,0 +1,169 @@
+"""Score one cell: a metric on the paired decoder rows, its shuffled-pairing null, and the json record.
+
+A cell is (comparison, pairing, metric, layer pair). Rows: X = W_dec_A[pairs.a], Y = W_dec_B[pairs.b].
+Seeds: each cell's permutations come from `cell_seed(null.seed, comparison, pairing, "A{la}_B{lb}")`
+(sha256 of that identity, so stable across runs, machines and Python versions). The metric is not
+part of the identity: every metric of a cell sees the same re-pairings, and two cells never share
+a permutation stream by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from featsim.metrics import DegenerateInputError, as_float64, get_metric
+from featsim.null import permutation_test
+from featsim.provenance import make_provenance, read_parquet_provenance, save_npy, write_json
+
+log = logging.getLogger(__name__)
+
+MIN_PAIRS = 3
+"""Fewer pairs than this: the cell is recorded as not scored (no metric is defined)."""
+
+NULL_DEFAULTS = {"permutations": 10000, "seed": 0, "device": "auto", "precision": "auto"}
+
+
+def cell_seed(base_seed: int, *identity: str | int) -> int:
+    """Deterministic 63-bit seed of one cell: sha256 of `base_seed/identity...`."""
+    text = "/".join(["featsim-null", str(int(base_seed)), *map(str, identity)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _not_scored(metric: str, n_pairs: int, n_permutations: int, seed: int, reason: str, options: dict) -> dict:
+    return {"status": "not_scored", "reason": reason, "metric": metric, "observed": None, "null_mean": None,
+            "null_std": None, "p_value": None, "z": None, "n_pairs": n_pairs, "n_permutations": n_permutations,
+            "seed": seed, "flags": ["not_scored"], "invariances": sorted(get_metric(metric).invariances),
+            "options": options}
+
+
+def paired_rows(decoder, latents: np.ndarray) -> np.ndarray:
+    """decoder[latents] as float64 [n_pairs, d_model] (numpy, memory map or torch decoder)."""
+    if hasattr(decoder, "detach"):  # torch.Tensor
+        import torch
+
+        return as_float64(decoder[torch.as_tensor(latents)])
+    return as_float64(decoder[latents])
+
+
+def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
+                          options: Mapping[str, Any] | None = None, *, device: str = "auto",
+                          precision: str = "auto", threads: int | None = None,
+                          progress: bool = False) -> tuple[dict, np.ndarray]:
+    """The json-ready record of one cell and its null draws ([m], empty when not scored).
+
+    decoder_a [d_sae_a, d_model_a], decoder_b [d_sae_b, d_model_b]; pairs_a, pairs_b: latent
+    indices of equal length (pair i = (pairs_a[i], pairs_b[i])).
+    """
+    registered = get_metric(metric)
+    options = registered.resolve_options(options)
+    pairs_a, pairs_b = np.asarray(pairs_a, dtype=np.int64), np.asarray(pairs_b, dtype=np.int64)
+    if pairs_a.shape != pairs_b.shape or pairs_a.ndim != 1:
+        raise ValueError(f"pairs_a and pairs_b must be 1-D of equal length, got {pairs_a.shape} and {pairs_b.shape}")
+    for side, pairs, decoder in (("a", pairs_a, decoder_a), ("b", pairs_b, decoder_b)):
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= decoder.shape[0]):
+            raise ValueError(f"pairs column '{side}' holds latent indices outside [0, {decoder.shape[0]}): "
+                             "the pairs and the decoder come from different SAEs; rebuild the pairs")
+    n_pairs = int(pairs_a.size)
+    if n_pairs < MIN_PAIRS:
+        reason = f"{n_pairs} pairs: at least {MIN_PAIRS} are needed to score a cell"
+        return _not_scored(metric, n_pairs, n_permutations, seed, reason, options), np.empty(0)
+
+    X, Y = paired_rows(decoder_a, pairs_a), paired_rows(decoder_b, pairs_b)
+    try:
+        result = permutation_test(X, Y, metric, n_permutations, seed, options=options, device=device,
+                                  precision=precision, threads=threads, progress=progress)
+    except DegenerateInputError as error:
+        log.warning("%s not scored: %s", metric, error)
+        return _not_scored(metric, n_pairs, n_permutations, seed, str(error), options), np.empty(0)
+    record = {"status": "scored", "reason": "", **result.to_dict(),
+              "invariances": sorted(registered.invariances), "options": options}
+    return record, result.null
+
+
+def score_pairs(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
+                options: Mapping[str, Any] | None = None, **null_options) -> dict:
+    """JSON-ready record of one cell: status, observed, null_mean, null_std, p_value, z, n_pairs,
+    n_permutations, seed, k_a/k_b (svcca), flags, invariances. `null_options`: device, precision,
+    threads, progress (see featsim.null.permutation_test)."""
+    record, _ = score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric, n_permutations, seed,
+                                      options, **null_options)
+    return record
+
+
+def load_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Columns a, b of a pairs parquet as int64 latent indices."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=None)
+    missing = {"a", "b"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: pairs file lacks column(s) {sorted(missing)}; rebuild it with featsim.pairing")
+    return frame["a"].to_numpy(dtype=np.int64), frame["b"].to_numpy(dtype=np.int64)
+
+
+def load_decoder(path: str | os.PathLike) -> np.ndarray:
+    """W_dec [d_sae, d_model], memory-mapped (only the paired rows are read)."""
+    decoder = np.load(path, mmap_mode="r")
+    if decoder.ndim != 2:
+        raise ValueError(f"{path}: a decoder must be 2-D [d_sae, d_model], got shape {decoder.shape}")
+    return decoder
+
+
+def write_score(json_path: str | os.PathLike, null_path: str | os.PathLike, record: dict, null: np.ndarray,
+                provenance: dict) -> None:
+    """Write the null draws, then the record with its provenance; each file atomically."""
+    save_npy(null_path, np.asarray(null, dtype=np.float64))
+    write_json(json_path, {**record, "provenance": provenance})
+
+
+def score_cell(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike, decoder_b_path: str | os.PathLike,
+               json_path: str | os.PathLike, null_path: str | os.PathLike, *, metric: str,
+               null_config: Mapping[str, Any], metric_options: Mapping[str, Any] | None,
+               identity: Mapping[str, Any], threads: int | None = None) -> dict:
+    """The `score` rule: load pairs and decoders, score with a per-cell seed, write json + null.npy.
+
+    identity: experiment, comparison, pairing, layer_a, layer_b (used for the seed and provenance).
+    """
+    null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
+    seed = cell_seed(null_config["seed"], identity["comparison"], identity["pairing"],
+                     f"A{identity['layer_a']}_B{identity['layer_b']}")
+    pairs_a, pairs_b = load_pairs(pairs_path)
+    started = time.perf_counter()
+    log.info("scoring %s on %d pairs with %d permutations (seed %d)", metric, pairs_a.size,
+             null_config["permutations"], seed)
+    record, null = score_pairs_with_null(
+        load_decoder(decoder_a_path), load_decoder(decoder_b_path), pairs_a, pairs_b, metric,
+        int(null_config["permutations"]), seed, metric_options, device=null_config["device"],
+        precision=null_config["precision"], threads=threads, progress=True)
+    record["base_seed"] = int(null_config["seed"])
+    log.info("%s: status %s, observed %s, null mean %s, p %s, flags %s (%.1f s)", metric, record["status"],
+             record["observed"], record["null_mean"], record["p_value"], record["flags"],
+             time.perf_counter() - started)
+    config_slice = {"null": dict(null_config), "metric": metric, "metric_options": dict(metric_options or {})}
+    provenance = make_provenance(config_slice, **identity, metric=metric,
+                                 pairs=read_parquet_provenance(pairs_path), pairs_file=str(Path(pairs_path)))
+    write_score(json_path, null_path, record, null, provenance)
+    return record
+
+
+def score_cell_metrics(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike,
+                       decoder_b_path: str | os.PathLike, outputs: Mapping[str, tuple[str, str]], *,
+                       null_config: Mapping[str, Any], metric_options: Mapping[str, Any] | None,
+                       identity: Mapping[str, Any], threads: int | None = None) -> dict[str, dict]:
+    """The `score` rule: every metric of one cell (metric -> (json path, null path)), one process.
+
+    One job per cell instead of per metric saves a process start per metric; every metric sees the
+    same re-pairings (the seed depends on the cell only), exactly as separate jobs would.
+    """
+    options = dict(metric_options or {})
+    return {metric: score_cell(pairs_path, decoder_a_path, decoder_b_path, json_path, null_path, metric=metric,
+                               null_config=null_config, metric_options=options.get(metric) or {},
+                               identity=identity, threads=threads)
+            for metric, (json_path, null_path) in outputs.items()}

@@ -1,0 +1,512 @@
+"""Semantic subspaces: latents tied to a concept's keywords, paired and scored within the concept.
+
+1. Membership (`concept_members`): a latent belongs to a concept when at least `min_examples` of its
+   top activating examples (the labels step's rebuilt `top_words`) are whole-word keyword matches
+   under the concept's case rule; homographs count only if the concept opts in. Whole words mean a
+   latent firing on the "man" of "Brockman" sees the word "Brockman", which is not "man".
+2. Pairing (`concept_pairs`): correlation restricted to the concept latents of both sides, then the
+   chosen pairing variant; a concept with fewer than `min_latents` latents on a side, or fewer pairs,
+   is recorded as not scored with the reason.
+3. Scoring (`score_concept`): the metric and its shuffled-pairing null at exactly that n, plus which
+   keywords carry the pairs.
+4. Toy ground truth (`assignment_accuracy`): precision/recall of membership against the corpus
+   generator's word -> category map.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from featsim.concepts import Concept, ConceptFileError, normalise_word
+from featsim.errors import ConfigError
+
+MEMBER_COLUMNS = ("latent", "n_matches", "n_examples", "keywords", "keyword_counts", "top_keyword")
+PAIR_COLUMNS = ("a", "b", "corr", "keywords_a", "keywords_b", "top_keyword_a", "top_keyword_b", "shared_keywords")
+STATUS_PAIRED, STATUS_NOT_SCORED = "paired", "not_scored"
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """The `semantic` config slice (defaults as in workflow/schemas/config.schema.yaml)."""
+
+    concepts: tuple[str, ...] = ()  # concept files or glob patterns
+    pairing: str | None = None  # pairing variant used inside concepts (default: the first of `pairings`)
+    min_examples: int = 3  # top examples that must be whole-word keyword matches
+    min_latents: int = 3  # fewer concept latents on a side, or fewer pairs: not scored
+    metrics: tuple[str, ...] | None = None  # metrics scored on concepts (default: the top-level metrics)
+    truth_min_fraction: float = 0.5  # toy ground truth: share of top examples a category needs
+
+    def __post_init__(self) -> None:
+        for key in ("min_examples", "min_latents"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"semantic.{key}", f"must be a positive integer, got {value!r}")
+        if not 0 < self.truth_min_fraction <= 1:
+            raise ConfigError("semantic.truth_min_fraction", f"must be in (0, 1], got {self.truth_min_fraction!r}")
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> "SemanticConfig":
+        """Build from the `semantic` config slice; unknown keys are an error."""
+        values = dict(values or {})
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ConfigError(f"semantic.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in ("concepts", "metrics"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def check_against_labels(self, labels_top_k: int) -> None:
+        """`min_examples` must be reachable with the `labels.top_k` examples stored per latent."""
+        if self.min_examples > labels_top_k:
+            raise ConfigError("semantic.min_examples",
+                              f"{self.min_examples} exceeds labels.top_k = {labels_top_k}: no latent could qualify; "
+                              "lower it or raise labels.top_k")
+
+
+# ---------------------------------------------------------------- membership
+
+
+def _word_examples(labels: pd.DataFrame) -> pd.DataFrame:
+    """(latent, word) rows: one per top example of every latent (empty lists give no rows)."""
+    missing = {"latent", "top_words"} - set(labels.columns)
+    if missing:
+        raise ValueError(f"labels table lacks columns {sorted(missing)}; rebuild it with the labels rule")
+    exploded = labels[["latent", "top_words"]].explode("top_words").dropna(subset=["top_words"])
+    return exploded.rename(columns={"top_words": "word"})
+
+
+def _matched_keywords(words: pd.Series, concept: Concept, include_homographs: bool | None = None) -> pd.Series:
+    """Per example, the keyword its word matches as a whole word (None if none); each distinct word once."""
+    lookup = concept.keyword_lookup(include_homographs)
+    distinct = pd.unique(words.astype(str))
+    keyword_of = {word: lookup.get(concept.fold(normalise_word(word))) for word in distinct}
+    return words.astype(str).map(keyword_of)
+
+
+def concept_members(labels: pd.DataFrame, concept: Concept, min_examples: int) -> tuple[pd.DataFrame, dict]:
+    """Latents of a concept (MEMBER_COLUMNS, sorted by latent) and a diagnostics dict.
+
+    `keywords` lists the matched keywords by descending count (ties alphabetical), with
+    `keyword_counts` alongside; `top_keyword` is the first. `n_examples` is the latent's number of top
+    examples. Diagnostics count latents with any match and latents that only homographs would admit.
+    """
+    examples = _word_examples(labels)
+    n_examples = labels.set_index("latent")["top_words"].map(lambda words: 0 if words is None else len(words))
+    examples = examples.assign(keyword=_matched_keywords(examples["word"], concept))
+    matched = examples.dropna(subset=["keyword"])
+    counts = matched.groupby(["latent", "keyword"]).size().rename("count").reset_index()
+    n_matches = counts.groupby("latent")["count"].sum()
+    member_ids = n_matches.index[n_matches >= min_examples]
+    chosen = counts[counts["latent"].isin(member_ids)].sort_values(["latent", "count", "keyword"],
+                                                                    ascending=[True, False, True])
+    grouped = chosen.groupby("latent", sort=True)
+    members = pd.DataFrame({
+        "latent": np.asarray(member_ids.sort_values(), dtype=np.int64),
+    })
+    keyword_lists = grouped["keyword"].apply(list)
+    count_lists = grouped["count"].apply(lambda values: [int(v) for v in values])
+    members["n_matches"] = members["latent"].map(n_matches).astype(np.int64)
+    members["n_examples"] = members["latent"].map(n_examples).astype(np.int64)
+    members["keywords"] = members["latent"].map(keyword_lists)
+    members["keyword_counts"] = members["latent"].map(count_lists)
+    members["top_keyword"] = members["keywords"].map(lambda words: words[0])
+    members = members[list(MEMBER_COLUMNS)].reset_index(drop=True)
+    diagnostics = {
+        "concept": concept.id,
+        "min_examples": int(min_examples),
+        "n_latents": int(len(labels)),
+        "n_members": int(len(members)),
+        "n_latents_any_match": int(matched["latent"].nunique()),
+        "n_members_if_homographs_included": _n_members_with_homographs(examples, concept, min_examples),
+        "keywords_used": dict(Counter(members["top_keyword"]).most_common()),
+        "homographs_excluded": [] if concept.include_homographs else sorted(concept.homographs),
+    }
+    return members, diagnostics
+
+
+def _n_members_with_homographs(examples: pd.DataFrame, concept: Concept, min_examples: int) -> int:
+    keyword = _matched_keywords(examples["word"], concept, include_homographs=True)
+    per_latent = examples.assign(keyword=keyword).dropna(subset=["keyword"]).groupby("latent").size()
+    return int((per_latent >= min_examples).sum())
+
+
+# ---------------------------------------------------------------- pairing inside a concept
+
+
+@dataclass
+class ConceptPairs:
+    """Pairs of one concept cell, or the reason it was not scored."""
+
+    status: str  # STATUS_PAIRED | STATUS_NOT_SCORED
+    table: pd.DataFrame  # PAIR_COLUMNS (empty when not scored)
+    info: dict = field(default_factory=dict)  # n latents per side, reason, pairing diagnostics
+
+
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(
+        PAIR_COLUMNS, ("int64", "int64", "float64", "object", "object", "object", "object", "object"))})
+
+
+def _not_scored(reason: str, info: dict) -> ConceptPairs:
+    return ConceptPairs(STATUS_NOT_SCORED, _empty_pairs(), {**info, "status": STATUS_NOT_SCORED, "reason": reason})
+
+
+def concept_pairs(codes_a, codes_b, members_a: pd.DataFrame, members_b: pd.DataFrame, variant, *,
+                  top_k: int, min_active: int, min_latents: int, device: str = "auto", block_latents: int = 4096,
+                  labels_a: pd.DataFrame | None = None, labels_b: pd.DataFrame | None = None,
+                  key: str = "semantic.pairing") -> ConceptPairs:
+    """Correlate the concept latents of A and B (only those), pair them with `variant`, tag keywords.
+
+    `variant` is a `featsim.pairing.PairingVariant`; `labels_*` are needed when it filters junk
+    latents or requires a shared top token. Fewer than `min_latents` concept latents on a side, or
+    fewer than `min_latents` pairs, gives a not-scored result with the reason.
+    """
+    from featsim.correlate import max_correlation
+    from featsim.pairing import pair_variant
+
+    latents_a = np.sort(members_a["latent"].to_numpy(dtype=np.int64))
+    latents_b = np.sort(members_b["latent"].to_numpy(dtype=np.int64))
+    info: dict[str, Any] = {"n_latents_a": int(len(latents_a)), "n_latents_b": int(len(latents_b)),
+                            "min_latents": int(min_latents)}
+    if len(latents_a) < min_latents or len(latents_b) < min_latents:
+        return _not_scored(f"too few concept latents: A has {len(latents_a)}, B has {len(latents_b)}, "
+                           f"semantic.min_latents is {min_latents}", info)
+    corr = max_correlation(codes_a, codes_b, top_k=top_k, min_active=min_active, device=device,
+                           latents_a=latents_a, latents_b=latents_b, block_latents=block_latents)
+    info.update({"n_used_a": int(corr.used_a.sum()), "n_used_b": int(corr.used_b.sum()),
+                 "n_tokens": int(corr.n_tokens)})
+    pairs = pair_variant(corr, variant, labels_a, labels_b, key=key)
+    info["pairing"] = pairs.diagnostics
+    if len(pairs) < min_latents:
+        return _not_scored(f"too few pairs: {len(pairs)} after pairing {info['n_used_a']} A and {info['n_used_b']} "
+                           f"B concept latents (min_active {min_active}), semantic.min_latents is {min_latents}", info)
+    return ConceptPairs(STATUS_PAIRED, pair_keywords(pairs.a, pairs.b, pairs.corr, members_a, members_b),
+                        {**info, "status": STATUS_PAIRED, "n_pairs": int(len(pairs))})
+
+
+def pair_keywords(a: np.ndarray, b: np.ndarray, corr: np.ndarray, members_a: pd.DataFrame,
+                  members_b: pd.DataFrame) -> pd.DataFrame:
+    """The pairs table (PAIR_COLUMNS): each pair with both latents' matched keywords and the shared ones."""
+    keywords_a = members_a.set_index("latent")["keywords"]
+    keywords_b = members_b.set_index("latent")["keywords"]
+    words_a = [list(keywords_a[latent]) for latent in np.asarray(a).tolist()]
+    words_b = [list(keywords_b[latent]) for latent in np.asarray(b).tolist()]
+    return pd.DataFrame({
+        "a": np.asarray(a, dtype=np.int64),
+        "b": np.asarray(b, dtype=np.int64),
+        "corr": np.asarray(corr, dtype=np.float64),
+        "keywords_a": words_a,
+        "keywords_b": words_b,
+        "top_keyword_a": [words[0] for words in words_a],
+        "top_keyword_b": [words[0] for words in words_b],
+        "shared_keywords": [sorted(set(first) & set(second)) for first, second in zip(words_a, words_b)],
+    })
+
+
+def keyword_summary(table: pd.DataFrame, most_common: int = 20) -> dict:
+    """Which keywords carry the pairs: top keyword counts per side and shared-keyword counts."""
+    shared = Counter(word for words in table["shared_keywords"] for word in words)
+    return {
+        "a": dict(Counter(table["top_keyword_a"]).most_common(most_common)),
+        "b": dict(Counter(table["top_keyword_b"]).most_common(most_common)),
+        "shared": dict(shared.most_common(most_common)),
+        "n_pairs_sharing_a_keyword": int(sum(len(words) > 0 for words in table["shared_keywords"])),
+    }
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score_concept(table: pd.DataFrame, info: dict, decoder_a: np.ndarray, decoder_b: np.ndarray, metric: str,
+                  n_permutations: int, seed: int, options: dict | None = None, concept: Concept | None = None,
+                  **null_options) -> tuple[dict, np.ndarray]:
+    """Score a concept's pairs with the shuffled-pairing null at exactly their n; not-scored passes through.
+
+    Returns the json-ready record (`featsim.scoring.score_pairs_with_null`'s, plus the concept, the
+    latent counts per side, the keywords carrying the pairs and `few_pairs_flag`: the n < 5 k guard of
+    the SVCCA family) and the null draws. `null_options`: device, precision, threads, progress.
+    """
+    from featsim.scoring import score_pairs_with_null
+
+    header = {"concept": concept.id if concept else None, "concept_name": concept.name if concept else None,
+              "metric": metric, "n_latents_a": info.get("n_latents_a"), "n_latents_b": info.get("n_latents_b")}
+    if info.get("status") != STATUS_PAIRED:
+        record = {**header, "status": STATUS_NOT_SCORED, "reason": info.get("reason", "not paired"),
+                  "observed": None, "null_mean": None, "null_std": None, "p_value": None, "z": None,
+                  "n_pairs": int(len(table)), "n_permutations": int(n_permutations), "seed": int(seed),
+                  "flags": ["not_scored"], "keywords": None, "few_pairs_flag": None}
+        return record, np.empty(0)
+    a = table["a"].to_numpy(dtype=np.int64)
+    b = table["b"].to_numpy(dtype=np.int64)
+    score, null = score_pairs_with_null(decoder_a, decoder_b, a, b, metric, n_permutations, seed, options or {},
+                                        **null_options)
+    flags = list(score.get("flags") or [])
+    record = {**header, **score, "n_pairs": int(score.get("n_pairs", len(table))),
+              "keywords": keyword_summary(table), "few_pairs_flag": any(flag.startswith("n_lt") for flag in flags)}
+    return record, null
+
+
+# ---------------------------------------------------------------- toy ground truth
+
+
+def latent_categories(labels: pd.DataFrame, categories: Mapping[str, str], min_fraction: float,
+                      min_examples: int) -> pd.Series:
+    """Ground-truth category per latent: the category of at least `min_fraction` of its top words.
+
+    Latents with fewer than `min_examples` top examples (no rule could assign them) are left out;
+    latents without a dominant category map to None. Words are compared case-insensitively.
+    """
+    folded = {word.casefold(): category for word, category in categories.items()}
+    examples = _word_examples(labels)
+    examples = examples.assign(category=examples["word"].astype(str).map(
+        lambda word: folded.get(normalise_word(word).casefold())))
+    n_examples = examples.groupby("latent").size()
+    eligible = n_examples.index[n_examples >= min_examples]
+    counts = examples.dropna(subset=["category"]).groupby(["latent", "category"]).size().rename("count").reset_index()
+    counts = counts[counts["latent"].isin(eligible)]
+    counts["fraction"] = counts["count"] / counts["latent"].map(n_examples)
+    dominant = counts[counts["fraction"] >= min_fraction].sort_values(["latent", "count", "category"],
+                                                                      ascending=[True, False, True])
+    truth = pd.Series(None, index=pd.Index(eligible, name="latent"), dtype=object)
+    best = dominant.drop_duplicates("latent").set_index("latent")["category"]
+    truth.loc[best.index] = best
+    return truth
+
+
+def concept_category(concept: Concept, categories: Mapping[str, str]) -> str:
+    """The ground-truth category a concept stands for: its `category`, else its id (checked)."""
+    category = concept.category or concept.id
+    known = sorted(set(categories.values()))
+    if category not in known:
+        raise ConceptFileError(concept.path or concept.id,
+                               f"category '{category}' is not in the corpus categories ({', '.join(known)}); "
+                               "set 'category:' in the concept file")
+    return category
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def assignment_accuracy(members: Mapping[str, pd.DataFrame], categories: Mapping[str, str], labels: pd.DataFrame,
+                        concepts: Mapping[str, Concept], min_examples: int, min_fraction: float = 0.5) -> dict:
+    """Precision and recall of concept membership against the toy corpus's word -> category map.
+
+    A latent truly belongs to category c when at least `min_fraction` of its top words are words of c
+    (`latent_categories`). Per concept: precision = correct members / members, recall = correct
+    members / latents truly of its category. Overall: micro (pooled counts) and macro (mean) values.
+    """
+    truth = latent_categories(labels, categories, min_fraction, min_examples)
+    per_concept = {}
+    totals = Counter()
+    for concept_id, table in members.items():
+        concept = concepts[concept_id]
+        category = concept_category(concept, categories)
+        assigned = set(table["latent"].astype(int))
+        true_latents = set(truth.index[truth == category].astype(int))
+        correct = assigned & true_latents
+        per_concept[concept_id] = {
+            "category": category,
+            "n_assigned": len(assigned),
+            "n_true": len(true_latents),
+            "n_correct": len(correct),
+            "precision": _ratio(len(correct), len(assigned)),
+            "recall": _ratio(len(correct), len(true_latents)),
+            "false_positives": sorted(assigned - true_latents)[:50],
+            "false_negatives": sorted(true_latents - assigned)[:50],
+        }
+        totals.update({"assigned": len(assigned), "true": len(true_latents), "correct": len(correct)})
+    precisions = [row["precision"] for row in per_concept.values() if row["precision"] is not None]
+    recalls = [row["recall"] for row in per_concept.values() if row["recall"] is not None]
+    return {
+        "concepts": per_concept,
+        "overall": {
+            "micro_precision": _ratio(totals["correct"], totals["assigned"]),
+            "micro_recall": _ratio(totals["correct"], totals["true"]),
+            "macro_precision": float(np.mean(precisions)) if precisions else None,
+            "macro_recall": float(np.mean(recalls)) if recalls else None,
+            "n_assigned": totals["assigned"],
+            "n_true": totals["true"],
+            "n_correct": totals["correct"],
+        },
+        "n_latents": int(len(labels)),
+        "n_latents_eligible": int(len(truth)),
+        "n_latents_with_category": int(truth.notna().sum()),
+        "min_examples": int(min_examples),
+        "truth_min_fraction": float(min_fraction),
+    }
+
+
+# ---------------------------------------------------------------- rule targets (atomic, with provenance)
+
+
+def write_members(labels_path, concept_path, out_path, min_examples: int, ids: dict | None = None) -> pd.DataFrame:
+    """The `concept_members` target: one concept's latents of one SAE layer."""
+    from featsim.concepts import load_concept
+    from featsim.provenance import make_provenance, read_parquet_provenance, write_parquet
+
+    concept = load_concept(concept_path)
+    labels_top_k = read_parquet_provenance(labels_path).get("top_k")
+    if labels_top_k is not None:
+        SemanticConfig(min_examples=min_examples).check_against_labels(int(labels_top_k))
+    labels = pd.read_parquet(labels_path, columns=["latent", "top_words"])
+    members, diagnostics = concept_members(labels, concept, min_examples)
+    provenance = make_provenance({"min_examples": min_examples, "concept": _concept_record(concept)},
+                                 kind="concept_members", labels=str(labels_path),
+                                 **{**(ids or {}), "concept": concept.id},
+                                 labels_config_hash=read_parquet_provenance(labels_path).get("config_hash"),
+                                 diagnostics=diagnostics)
+    write_parquet(out_path, members, provenance)
+    return members
+
+
+def _concept_record(concept: Concept) -> dict:
+    """The parts of a concept file its targets depend on (hashed into their provenance)."""
+    return {"id": concept.id, "name": concept.name, "case": concept.case, "keywords": list(concept.keywords),
+            "homographs": sorted(concept.homographs), "include_homographs": concept.include_homographs}
+
+
+def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_path, out_path, variant_config: dict,
+                        correlation_config: dict, min_latents: int, pairing: str, labels_a_path=None,
+                        labels_b_path=None, ids: dict | None = None) -> ConceptPairs:
+    """The `concept_pairs` target: pairs inside one concept for one layer cell; status and reason in provenance."""
+    from featsim.correlate import CorrelationConfig
+    from featsim.pairing import PairingVariant
+    from featsim.provenance import make_provenance, write_parquet
+    from featsim.stores import open_codes
+
+    key = f"pairings.{pairing}"
+    variant = PairingVariant.from_config(variant_config, key=key)
+    correlation = CorrelationConfig.from_dict(correlation_config)
+    label_columns = ["latent", "top_tokens", "top_token_ids"]
+    labels_a = pd.read_parquet(labels_a_path, columns=label_columns) if labels_a_path else None
+    labels_b = pd.read_parquet(labels_b_path, columns=label_columns) if labels_b_path else None
+    result = concept_pairs(open_codes(codes_a_path), open_codes(codes_b_path), pd.read_parquet(members_a_path),
+                           pd.read_parquet(members_b_path), variant, top_k=correlation.top_k,
+                           min_active=correlation.min_active, min_latents=min_latents, device=correlation.device,
+                           block_latents=correlation.block_latents, labels_a=labels_a, labels_b=labels_b, key=key)
+    provenance = make_provenance({"pairing": variant_config, "correlation": correlation_config,
+                                  "min_latents": min_latents}, kind="concept_pairs", **(ids or {}),
+                                 semantic=result.info)
+    write_parquet(out_path, result.table, provenance)
+    return result
+
+
+def read_concept_pairs(path) -> tuple[pd.DataFrame, dict]:
+    """A `concept_pairs` target: the pairs table and its info (status, reason, latent counts, diagnostics)."""
+    from featsim.provenance import read_parquet_provenance
+
+    provenance = read_parquet_provenance(path)
+    if "semantic" not in provenance:
+        raise ValueError(f"{path} is not a concept_pairs file (no 'semantic' record); rebuild it")
+    return pd.read_parquet(path), provenance["semantic"]
+
+
+def write_concept_score(pairs_path, decoder_a_path, decoder_b_path, concept_path, json_path, null_path, metric: str,
+                        null_config: dict, options: dict | None = None, identity: dict | None = None,
+                        threads: int | None = None) -> dict:
+    """The `semantic_score` target: one metric on one concept's pairs, null at the same n (json + null.npy).
+
+    `identity` (experiment, comparison, concept, pairing, layer_a, layer_b) seeds the cell's
+    permutations (`featsim.scoring.cell_seed`) and goes into the provenance.
+    """
+    from featsim.concepts import load_concept
+    from featsim.provenance import make_provenance
+    from featsim.scoring import NULL_DEFAULTS, cell_seed, load_decoder, write_score
+
+    identity = dict(identity or {})
+    null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
+    seed = cell_seed(null_config["seed"], "semantic", identity.get("comparison"), identity.get("concept"),
+                     identity.get("pairing"), f"A{identity.get('layer_a')}_B{identity.get('layer_b')}")
+    table, info = read_concept_pairs(pairs_path)
+    concept = load_concept(concept_path)
+    record, null = score_concept(table, info, load_decoder(decoder_a_path), load_decoder(decoder_b_path), metric,
+                                 int(null_config["permutations"]), seed, options, concept,
+                                 device=null_config["device"], precision=null_config["precision"], threads=threads)
+    record["base_seed"] = int(null_config["seed"])
+    provenance = make_provenance({"null": null_config, "metric": metric, "metric_options": dict(options or {}),
+                                  "concept": _concept_record(concept)},
+                                 kind="semantic_score", **identity, metric=metric, pairs_file=str(pairs_path))
+    write_score(json_path, null_path, record, null, provenance)
+    return record
+
+
+def write_accuracy(labels_path, member_paths, concept_paths, categories_path, out_path, min_examples: int,
+                   min_fraction: float, ids: dict | None = None) -> dict:
+    """The `semantic_accuracy` target: membership precision/recall against the toy word -> category map."""
+    import json
+    from pathlib import Path
+
+    from featsim.concepts import load_concept
+    from featsim.provenance import make_provenance, read_parquet_provenance, write_json
+
+    concepts = {concept.id: concept for concept in map(load_concept, concept_paths)}
+    members = {}
+    for path in member_paths:
+        concept_id = read_parquet_provenance(path).get("concept")
+        if concept_id not in concepts:
+            raise ValueError(f"members file {path} is of concept {concept_id!r}, which is not among the concept "
+                             f"files {sorted(concepts)}; rebuild it with the concept_members rule")
+        members[concept_id] = pd.read_parquet(path)
+    categories = json.loads(Path(categories_path).read_text())
+    labels = pd.read_parquet(labels_path, columns=["latent", "top_words"])
+    accuracy = assignment_accuracy(members, categories, labels, concepts, min_examples, min_fraction)
+    provenance = make_provenance({"min_examples": min_examples, "truth_min_fraction": min_fraction,
+                                  "concepts": [_concept_record(concepts[c]) for c in sorted(members)]},
+                                 kind="semantic_accuracy", **(ids or {}))
+    result = {**accuracy, "provenance": provenance}
+    write_json(out_path, result)
+    return result
+
+
+def write_members_layers(labels_paths, concept_path, out_paths, min_examples: int, ids_list) -> list[pd.DataFrame]:
+    """The `concept_members` rule: one concept's latents in every compared SAE layer (one job per concept)."""
+    return [write_members(labels, concept_path, out, min_examples, ids)
+            for labels, out, ids in zip(labels_paths, out_paths, ids_list, strict=True)]
+
+
+@dataclass(frozen=True)
+class ConceptCell:
+    """The files of one layer cell of one concept: inputs, the pairs target and one score target per metric."""
+
+    layer_a: int
+    layer_b: int
+    codes_a: str
+    codes_b: str
+    labels_a: str
+    labels_b: str
+    members_a: str
+    members_b: str
+    decoder_a: str
+    decoder_b: str
+    pairs: str
+    scores: dict  # metric -> (json path, null path)
+
+
+def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_config: dict, correlation_config: dict,
+                        min_latents: int, null_config: dict, metric_options: dict, pairing: str,
+                        identity: dict, threads: int | None = None) -> list[dict]:
+    """The `semantic_<cmp>` rule: pair and score one concept in every layer cell of one comparison.
+
+    One job per (comparison, concept, pairing) keeps the toy run's process count small; each cell is
+    computed exactly as a single-cell job would (the seed depends on the cell, not on the job).
+    """
+    records = []
+    for cell in cells:
+        cell_identity = {**identity, "layer_a": cell.layer_a, "layer_b": cell.layer_b}
+        write_concept_pairs(cell.codes_a, cell.codes_b, cell.members_a, cell.members_b, cell.pairs, variant_config,
+                            correlation_config, min_latents, pairing, labels_a_path=cell.labels_a,
+                            labels_b_path=cell.labels_b, ids=cell_identity)
+        for metric, (json_path, null_path) in cell.scores.items():
+            record = write_concept_score(cell.pairs, cell.decoder_a, cell.decoder_b, concept_path, json_path,
+                                         null_path, metric, null_config, metric_options.get(metric) or {},
+                                         identity=cell_identity, threads=threads)
+            records.append({**record, "metric": metric, "layer_a": cell.layer_a, "layer_b": cell.layer_b})
+    return records

@@ -1,0 +1,412 @@
+"""Summary tables: score jsons of one (comparison, pairing) -> one CSV row per cell, with adjusted p.
+
+A *cell* is one layer pair (whole space) or one (concept, layer pair) (semantic subspaces). The
+multiple-testing family is every scored cell of one (comparison, pairing, metric): Holm and
+Benjamini-Hochberg adjusted p are both written, `correction` picks the one behind `p_adjusted`,
+`significant` and the figures' marks, and the `family` column names the family in words.
+A CSV has no metadata slot, so provenance goes to `<name>.provenance.json` beside it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from featsim.multiple_testing import adjust_pvalues
+from featsim.provenance import atomic_path, make_provenance, write_json
+
+ALPHA = 0.05
+"""Adjusted-p level behind the `significant` column."""
+
+STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+"""Significance marks drawn from adjusted p (a 1000-permutation null reaches at best p = 1/1001)."""
+
+CORRECTIONS = ("holm", "bh")
+
+CELL_NAME = re.compile(r"^A(?P<layer_a>\d+)_B(?P<layer_b>\d+)$")
+
+SCORE_COLUMNS = [
+    "comparison", "pairing", "metric", "cell", "layer_a", "layer_b", "status", "reason",
+    "observed", "null_mean", "null_std", "z", "p_value", "p_min", "p_holm", "p_bh",
+    "correction", "p_adjusted", "significant", "family", "family_size",
+    "n_pairs", "n_permutations", "seed", "k_a", "k_b", "flags",
+]
+DIAGNOSTIC_COLUMNS = {  # summary column -> key of the pairs' A{la}_B{lb}.diagnostics.json (featsim.pairing)
+    "mean_corr_before": "mean_best_corr_b",
+    "mean_corr_after": "mean_corr_pairs",
+    "mean_best_corr_a": "mean_best_corr_a",
+    "coverage_a": "coverage_a",
+    "coverage_b": "coverage_b",
+}
+PAIR_COLUMNS = list(DIAGNOSTIC_COLUMNS) + ["filter_counts"]
+SEMANTIC_EXTRA = ["concept", "concept_name", "n_latents_a", "n_latents_b", "n_pairs_sharing_keyword", "keywords",
+                  "top_keywords_a", "top_keywords_b"]
+
+COLUMN_DOCS = {
+    "comparison": "comparison name (config comparisons.<name>)",
+    "pairing": "pairing variant (config pairings.<name>)",
+    "metric": "similarity metric (featsim.metrics.METRICS)",
+    "concept": "concept of the semantic subspace (configs/concepts/...)",
+    "concept_name": "the concept's display name",
+    "keywords": "keywords shared by both latents of a pair, 'word:n_pairs' ';'-joined",
+    "top_keywords_a": "top keyword of the a-side latents, 'word:n_pairs' ';'-joined",
+    "top_keywords_b": "top keyword of the b-side latents, 'word:n_pairs' ';'-joined",
+    "n_pairs_sharing_keyword": "pairs whose two latents share a keyword of the concept",
+    "cell": "layer pair A{layer_a}_B{layer_b}",
+    "layer_a": "layer of the comparison's model a",
+    "layer_b": "layer of the comparison's model b",
+    "status": "scored | not_scored",
+    "reason": "why a cell was not scored (empty when scored)",
+    "observed": "metric on the paired latents",
+    "null_mean": "mean of the metric over the shuffled-pairing null (B rows permuted)",
+    "null_std": "standard deviation of the null",
+    "z": "(observed - null_mean) / null_std",
+    "p_value": "permutation p = (b+1)/(m+1), b = null draws >= observed",
+    "p_min": "smallest attainable p, 1/(m+1)",
+    "p_holm": "Holm-adjusted p within `family`",
+    "p_bh": "Benjamini-Hochberg-adjusted p within `family`",
+    "correction": "config `correction`: which adjusted p drives p_adjusted/significant/marks",
+    "p_adjusted": "p_holm or p_bh, per `correction`",
+    "significant": f"p_adjusted < {ALPHA}",
+    "family": "the multiple-testing family these adjusted p belong to",
+    "family_size": "number of scored cells in the family",
+    "n_pairs": "paired latents the metric was computed on",
+    "n_permutations": "null draws m",
+    "seed": "seed of this cell's null",
+    "k_a": "SVCCA components kept on side a (svcca only)",
+    "k_b": "SVCCA components kept on side b (svcca only)",
+    "flags": "guard flags, ';'-joined (e.g. n_lt_5k: n pairs < 5 x effective dimension)",
+    "n_latents_a": "latents of model a in the concept",
+    "n_latents_b": "latents of model b in the concept",
+    "score_config_hash": "config hash recorded in the score json's provenance",
+    "mean_corr_before": "mean max-correlation: each live B latent's best A partner, before the pairing's filters",
+    "mean_corr_after": "mean correlation of the kept pairs",
+    "mean_best_corr_a": "mean max-correlation of live A latents (best B partner)",
+    "coverage_a": "share of live A latents that are paired",
+    "coverage_b": "share of live B latents that are paired",
+    "filter_counts": "pairs left after each pairing step, 'step:n' ';'-joined",
+}
+
+
+def parse_cell(path: str | os.PathLike) -> tuple[int, int]:
+    """(layer_a, layer_b) from a file named `A{la}_B{lb}.<ext>` (score json, pairs, diagnostics)."""
+    stem = Path(path).name.split(".")[0]
+    match = CELL_NAME.match(stem)
+    if match is None:
+        raise ValueError(f"{path}: file name must start with A<layer_a>_B<layer_b> (e.g. A0_B1.json)")
+    return int(match["layer_a"]), int(match["layer_b"])
+
+
+def null_path(score_path: str | os.PathLike) -> Path:
+    """The `.null.npy` with the null draws beside a score json."""
+    path = Path(score_path)
+    return path.with_name(path.name[: -len(".json")] + ".null.npy")
+
+
+def _optional_float(value) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def read_score(path: str | os.PathLike) -> dict:
+    """One score json as a flat row (floats NaN where absent); checks status and the p-value floor."""
+    record = json.loads(Path(path).read_text())
+    status = record.get("status")
+    if status not in ("scored", "not_scored"):
+        raise ValueError(f"{path}: status must be 'scored' or 'not_scored', got {status!r}")
+    layer_a, layer_b = parse_cell(path)
+    n_permutations = record.get("n_permutations")
+    row = {
+        "metric": record.get("metric") or Path(path).parent.name,
+        "cell": f"A{layer_a}_B{layer_b}",
+        "layer_a": layer_a,
+        "layer_b": layer_b,
+        "status": status,
+        "reason": record.get("reason") or "",
+        "observed": _optional_float(record.get("observed")),
+        "null_mean": _optional_float(record.get("null_mean")),
+        "null_std": _optional_float(record.get("null_std")),
+        "z": _optional_float(record.get("z")),
+        "p_value": _optional_float(record.get("p_value")),
+        "p_min": 1.0 / (n_permutations + 1) if n_permutations else math.nan,
+        "n_pairs": int(record.get("n_pairs") or 0),
+        "n_permutations": int(n_permutations or 0),
+        "seed": record.get("seed"),
+        "k_a": _optional_float(record.get("k_a")),
+        "k_b": _optional_float(record.get("k_b")),
+        "flags": ";".join(record.get("flags") or []),
+        "score_config_hash": (record.get("provenance") or {}).get("config_hash"),
+    }
+    if "concept" in record:
+        row.update(_concept_columns(record))
+    if status == "scored":
+        p_value = row["p_value"]
+        if not (np.isfinite(p_value) and 0.0 < p_value <= 1.0):
+            raise ValueError(f"{path}: a scored cell needs p_value in (0, 1], got {p_value}")
+        if np.isfinite(row["p_min"]) and p_value < row["p_min"] * (1 - 1e-9):
+            raise ValueError(f"{path}: p_value {p_value} is below 1/(m+1) = {row['p_min']} for "
+                             f"m = {n_permutations} permutations; rebuild the score (p must be (b+1)/(m+1))")
+    return row
+
+
+def diagnostics_path(pairs_path: str | os.PathLike) -> Path:
+    """The `A{la}_B{lb}.diagnostics.json` beside a pairs parquet."""
+    path = Path(pairs_path)
+    return path.with_name(path.name.split(".")[0] + ".diagnostics.json")
+
+
+def _counts_text(counts: Mapping | None) -> str:
+    return ";".join(f"{word}:{count}" for word, count in (counts or {}).items())
+
+
+def _concept_columns(record: Mapping) -> dict:
+    """Concept columns of a semantic score json (featsim.semantic.score_concept)."""
+    keywords = record.get("keywords")
+    columns = {"concept": record["concept"], "concept_name": record.get("concept_name") or record["concept"],
+               "n_latents_a": int(record.get("n_latents_a") or 0), "n_latents_b": int(record.get("n_latents_b") or 0)}
+    if isinstance(keywords, Mapping):  # keyword_summary: top keywords per side and shared keywords
+        columns.update(keywords=_counts_text(keywords.get("shared")), top_keywords_a=_counts_text(keywords.get("a")),
+                       top_keywords_b=_counts_text(keywords.get("b")),
+                       n_pairs_sharing_keyword=_optional_float(keywords.get("n_pairs_sharing_a_keyword")))
+    else:
+        columns.update(keywords=";".join(str(k) for k in keywords or []), top_keywords_a="", top_keywords_b="",
+                       n_pairs_sharing_keyword=math.nan)
+    return columns
+
+
+def read_pair_diagnostics(path: str | os.PathLike) -> dict:
+    """The pairing diagnostics json of one layer pair (mean correlations, step counts, many-to-1 histograms)."""
+    record = json.loads(Path(path).read_text())
+    missing = [key for key in DIAGNOSTIC_COLUMNS.values() if key not in record]
+    if missing:
+        raise ValueError(f"{path}: pairing diagnostics lack {missing}; rebuild the pairs with this featsim version")
+    return record
+
+
+def diagnostics_row(path: str | os.PathLike) -> dict:
+    """The summary columns taken from one layer pair's pairing diagnostics."""
+    layer_a, layer_b = parse_cell(path)
+    record = read_pair_diagnostics(path)
+    row = {"layer_a": layer_a, "layer_b": layer_b}
+    row.update({column: _optional_float(record[key]) for column, key in DIAGNOSTIC_COLUMNS.items()})
+    row["filter_counts"] = ";".join(f"{step['step']}:{step['n_pairs']}" for step in record.get("filter_counts", []))
+    return row
+
+
+def many_to_one_histogram(diagnostics: Mapping, key: str = "partners_per_a_candidates") -> dict[int, int]:
+    """{number of B latents sharing one A partner: number of A latents} from a diagnostics record.
+
+    `partners_per_a_candidates`: the best-partner candidates before filters and de-duplication (the
+    many-to-1 structure of the B->A map); `partners_per_a`: the final pairs.
+    """
+    histogram = diagnostics.get(key) or {}
+    return {int(n_partners): int(count) for n_partners, count in histogram.items()}
+
+
+def significance_marks(p_adjusted: float) -> str:
+    """'***' / '**' / '*' for adjusted p below 0.001 / 0.01 / 0.05, '' otherwise (and for NaN)."""
+    if not np.isfinite(p_adjusted):
+        return ""
+    for level, mark in STAR_LEVELS:
+        if p_adjusted < level:
+            return mark
+    return ""
+
+
+def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction: str, over: str) -> pd.DataFrame:
+    """Add p_holm, p_bh, p_adjusted, significant, family, family_size; one family per `family_keys` group.
+
+    Only scored cells enter a family; not-scored cells keep NaN adjusted p. `over` names what the
+    family ranges over (e.g. "layer pairs"), written into the `family` column.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"config key 'correction': {correction!r} is not one of {CORRECTIONS}")
+    table = table.copy()
+    for column in ("p_holm", "p_bh"):
+        table[column] = np.nan
+    table["family"] = ""
+    table["family_size"] = 0
+    for keys, group in table.groupby(list(family_keys), sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        scored = group.index[group["status"] == "scored"]
+        name = "; ".join(f"{k}={v}" for k, v in zip(family_keys, keys)) + f"; over {over}"
+        table.loc[group.index, "family"] = name
+        table.loc[group.index, "family_size"] = len(scored)
+        if len(scored):
+            p_values = table.loc[scored, "p_value"].to_numpy(dtype=float)
+            table.loc[scored, "p_holm"] = adjust_pvalues(p_values, method="holm")
+            table.loc[scored, "p_bh"] = adjust_pvalues(p_values, method="bh")
+    table["correction"] = correction
+    table["p_adjusted"] = table["p_holm" if correction == "holm" else "p_bh"]
+    table["significant"] = table["p_adjusted"] < ALPHA
+    return table
+
+
+def _ordered(table: pd.DataFrame, columns: Sequence[str], sort_by: Sequence[str]) -> pd.DataFrame:
+    extra = [c for c in table.columns if c not in columns]
+    return table[[c for c in columns if c in table.columns] + extra].sort_values(list(sort_by)).reset_index(drop=True)
+
+
+def summarize_scores(score_paths: Iterable[str | os.PathLike], diagnostics_paths: Iterable[str | os.PathLike],
+                     comparison: str, pairing: str, correction: str) -> pd.DataFrame:
+    """One row per (layer pair, metric) of a comparison/pairing, adjusted across each metric's layer grid.
+
+    `diagnostics_paths` are the pairs' `A{la}_B{lb}.diagnostics.json` files; their mean correlations
+    before/after the filters are joined on the layer pair.
+    """
+    rows = [read_score(path) for path in score_paths]
+    if not rows:
+        raise ValueError(f"no score files for comparison '{comparison}', pairing '{pairing}'")
+    table = pd.DataFrame(rows)
+    table.insert(0, "comparison", comparison)
+    table.insert(1, "pairing", pairing)
+    diagnostics = [diagnostics_row(path) for path in diagnostics_paths]
+    if diagnostics:
+        table = table.merge(pd.DataFrame(diagnostics), on=["layer_a", "layer_b"], how="left")
+    else:
+        for key in PAIR_COLUMNS:
+            table[key] = np.nan if key != "filter_counts" else ""
+    table = adjust_families(table, ["comparison", "pairing", "metric"], correction, over="layer pairs")
+    return _ordered(table, SCORE_COLUMNS + PAIR_COLUMNS, ["metric", "layer_a", "layer_b"])
+
+
+def summarize_semantic(semantic_paths: Iterable[str | os.PathLike], comparison: str, pairing: str,
+                       correction: str) -> pd.DataFrame:
+    """One row per (layer pair, concept, metric), adjusted across each metric's concept x layer grid."""
+    rows = [read_score(path) for path in semantic_paths]
+    if not rows:
+        raise ValueError(f"no semantic score files for comparison '{comparison}', pairing '{pairing}'")
+    missing = [row["cell"] for row in rows if "concept" not in row]
+    if missing:
+        raise ValueError(f"semantic score files for cells {missing[:3]} lack the 'concept' key; rebuild them")
+    table = pd.DataFrame(rows)
+    table.insert(0, "comparison", comparison)
+    table.insert(1, "pairing", pairing)
+    table = adjust_families(table, ["comparison", "pairing", "metric"], correction,
+                            over="concepts x layer pairs")
+    columns = SCORE_COLUMNS[:3] + ["concept"] + SCORE_COLUMNS[3:] + SEMANTIC_EXTRA[1:]
+    return _ordered(table, columns, ["metric", "concept", "layer_a", "layer_b"])
+
+
+def provenance_path(csv_path: str | os.PathLike) -> Path:
+    """`<name>.provenance.json` beside `<name>.csv`."""
+    path = Path(csv_path)
+    return path.with_name(path.stem + ".provenance.json")
+
+
+def write_summary(path: str | os.PathLike, table: pd.DataFrame, config_slice: Mapping, **ids) -> None:
+    """Write the table as CSV atomically and its provenance + column descriptions beside it."""
+    hashes = sorted({h for h in table.get("score_config_hash", pd.Series(dtype=object)).dropna()})
+    record = make_provenance(dict(config_slice), **ids)
+    record["n_rows"] = int(len(table))
+    record["upstream_config_hashes"] = hashes
+    record["columns"] = {c: COLUMN_DOCS[c] for c in table.columns if c in COLUMN_DOCS}
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(provenance_path(path), record)
+
+
+def read_summary(path: str | os.PathLike) -> pd.DataFrame:
+    """A summary CSV back as a DataFrame (empty strings kept as '', not NaN)."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for column in ("reason", "flags", "keywords", "top_keywords_a", "top_keywords_b", "family", "filter_counts"):
+        if column in table.columns:
+            table[column] = table[column].fillna("").astype(str)
+    return table
+
+
+HTML_COLUMNS = ["comparison", "scope", "metric", "concept", "cell", "status", "n_cells", "n_scored", "n_significant",
+                "median_observed", "median_null_mean", "median_excess", "median_z", "median_n_pairs", "observed", "null_mean", "null_std", "z", "p_value",
+                "p_adjusted", "n_pairs", "n_latents_a", "n_latents_b", "n_pairs_sharing_keyword", "k_a", "k_b",
+                "mean_corr_before", "mean_corr_after", "flags", "reason"]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return html.escape(str(value))
+
+
+def summary_html(table: pd.DataFrame, title: str, provenance: Mapping | None = None) -> str:
+    """A readable HTML rendering of a summary table (key columns, marks from adjusted p)."""
+    columns = [c for c in HTML_COLUMNS if c in table.columns]
+    correction = table["correction"].iloc[0] if len(table) else ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "<th>mark</th>"
+    body = []
+    for _, row in table.iterrows():
+        mark = significance_marks(float(row["p_adjusted"])) if "p_adjusted" in row else ""
+        style = ' class="sig"' if mark else (' class="ns"' if row.get("status", "scored") != "scored" else "")
+        cells = "".join(f"<td>{_fmt(row[c])}</td>" for c in columns)
+        body.append(f"<tr{style}>{cells}<td>{mark}</td></tr>")
+    families = sorted(set(table["family"])) if len(table) and "family" in table else []
+    family_text = "".join(f"<li>{html.escape(f)}</li>" for f in families)
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<!-- featsim provenance: {html.escape(json.dumps(dict(provenance or {})), quote=False).replace("--", "- -")} -->
+<style>
+body {{ font-family: sans-serif; font-size: 13px; margin: 1em; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
+th {{ background: #eee; position: sticky; top: 0; }} tr.sig td {{ background: #e6f4e6; }}
+tr.ns td {{ color: #999; }}
+</style></head><body>
+<h2>{html.escape(title)}</h2>
+<p>p_adjusted is the <b>{html.escape(str(correction))}</b>-adjusted permutation p within each family below;
+marks: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001. Grey rows were not scored (see reason).
+The full table, with both adjustments and provenance, is the CSV beside this file.</p>
+<ul>{family_text}</ul>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+
+
+def write_html(path: str | os.PathLike, text: str) -> None:
+    """Write an HTML page atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_summary_target(table: pd.DataFrame, csv_path: str | os.PathLike, html_path: str | os.PathLike, title: str,
+                         config_slice: Mapping, **ids) -> None:
+    """The summary rules' outputs: the CSV (+ provenance json beside it) and its HTML rendering."""
+    write_summary(csv_path, table, config_slice, **ids)
+    provenance = json.loads(provenance_path(csv_path).read_text())
+    provenance.pop("columns", None)
+    write_html(html_path, summary_html(table, title, provenance))
+
+
+def comparison_overview(summaries: Mapping[str, pd.DataFrame],
+                        semantic: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per (comparison, scope, metric): how many cells are significant, median observed vs null.
+
+    scope is `whole space` (summaries) or `concepts` (semantic summaries). This is the table to read
+    `main` against `ceiling` (same-model agreement) and `control` (shared syntax, no shared concepts).
+    """
+    rows = []
+    for scope, tables in (("whole space", summaries), ("concepts", semantic or {})):
+        for comparison, table in tables.items():
+            for metric, group in table.groupby("metric", sort=False):
+                scored = group[group["status"] == "scored"]
+                rows.append({
+                    "comparison": comparison, "scope": scope, "metric": metric,
+                    "n_cells": len(group), "n_scored": len(scored),
+                    "n_significant": int(scored["significant"].astype(bool).sum()),
+                    "median_observed": scored["observed"].median(),
+                    "median_null_mean": scored["null_mean"].median(),
+                    "median_excess": (scored["observed"] - scored["null_mean"]).median(),
+                    "median_z": scored["z"].median(),
+                    "median_n_pairs": scored["n_pairs"].median(),
+                    "mean_corr_after": (scored["mean_corr_after"].mean()
+                                        if "mean_corr_after" in scored else np.nan),
+                    "correction": group["correction"].iloc[0],
+                })
+    return pd.DataFrame(rows)

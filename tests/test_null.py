@@ -1,0 +1,198 @@
+"""Permutation null: fast kernels equal the plain loop, p-values are valid, multiple-testing adjustment."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from statsmodels.stats.multitest import multipletests
+
+from featsim import _null_kernels as kernels
+from featsim.metrics import METRICS, DegenerateInputError
+from featsim.multiple_testing import adjust_pvalues
+from featsim.null import NULL_TOLERANCE, permutation_batches, permutation_test
+
+
+def related_pair(n=40, d_a=7, d_b=9, shared=3, noise=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, shared))
+    X = latent @ rng.standard_normal((shared, d_a)) + noise * rng.standard_normal((n, d_a))
+    Y = latent @ rng.standard_normal((shared, d_b)) + noise * rng.standard_normal((n, d_b))
+    return X, Y
+
+
+def naive_null(X, Y, name, n_permutations, seed, **options):
+    """The definition: recompute the metric on Y with rows permuted by rng.permutation, in order."""
+    rng = np.random.default_rng(seed)
+    return np.array([METRICS[name](X, Y[rng.permutation(len(Y))], **options) for _ in range(n_permutations)])
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+@pytest.mark.parametrize("d_a, d_b", [(7, 9), (9, 6)])  # the narrower side is the one gathered
+def test_fast_null_equals_recomputing_the_metric(name, d_a, d_b):
+    X, Y = related_pair(d_a=d_a, d_b=d_b)
+    result = permutation_test(X, Y, name, 60, seed=3, precision="float64", method="fast", device="cpu")
+    expected = naive_null(X, Y, name, 60, seed=3)
+    np.testing.assert_allclose(result.null, expected, rtol=1e-9, atol=1e-12)
+    assert result.observed == METRICS[name](X, Y)
+    assert result.method == "fast"
+
+
+@pytest.mark.parametrize("name", ["svcca", "svcca_legacy", "procrustes", "cka", "cka_unbiased", "rsa"])
+def test_float32_null_is_within_the_documented_tolerance(name):
+    X, Y = related_pair(n=120, d_a=20, d_b=24, seed=1)
+    result = permutation_test(X, Y, name, 40, seed=5, precision="float32", method="fast", device="cpu")
+    assert result.precision == "float32"
+    error = np.abs(result.null - naive_null(X, Y, name, 40, seed=5)).max()
+    assert error < NULL_TOLERANCE["float32"]  # measured ~1e-7 at this tiny size, <= 5e-8 at n >= 1000
+    assert result.observed == METRICS[name](X, Y)  # the observed value stays float64
+
+
+def test_fast_null_equals_loop_with_options_and_equal_widths():
+    X, Y = related_pair(n=50, d_a=9, d_b=9, seed=2)
+    fast = permutation_test(X, Y, "svcca", 30, seed=0, options={"threshold": 0.8}, precision="float64")
+    loop = permutation_test(X, Y, "svcca", 30, seed=0, options={"threshold": 0.8}, method="loop")
+    np.testing.assert_allclose(fast.null, loop.null, rtol=1e-9)
+    assert fast.details["threshold"] == 0.8 and fast.details["k_a"] < 9
+    knn = permutation_test(X, Y, "mutual_knn", 30, seed=0, options={"k": 4})
+    np.testing.assert_allclose(knn.null, naive_null(X, Y, "mutual_knn", 30, 0, k=4), rtol=1e-12)
+
+
+def test_rsa_kernel_is_exact_for_any_chunk_and_on_the_torch_path():
+    X, Y = related_pair(n=30, seed=4)
+    observed, kernel = kernels.prepare_rank(X, Y, torch.device("cpu"), "float64")
+    perms = next(permutation_batches(30, 12, 0, 12))
+    inverses = np.argsort(perms, axis=1).astype(np.int32)
+    whole = kernels._rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 30)
+    chunked = kernels._rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 1)
+    np.testing.assert_array_equal(whole, chunked)
+    brute = [sum(int(kernel.ranks_a[i, j]) * int(kernel.ranks_b[p[i], p[j]])
+                 for i in range(30) for j in range(i + 1, 30)) for p in perms]
+    np.testing.assert_array_equal(whole, np.array(brute, dtype=np.float64))
+    np.testing.assert_allclose(kernel._scores_torch(perms), kernel.scores(perms), rtol=1e-12)
+    assert observed.score == METRICS["rsa"](X, Y)
+    _, fast = kernels.prepare_rank(X, Y, torch.device("cpu"), "float32")
+    np.testing.assert_allclose(fast._scores_torch(perms), kernel.scores(perms), atol=1e-6)
+
+
+def test_mutual_knn_with_tied_neighbours_falls_back_to_the_loop():
+    X, Y = related_pair(n=30, seed=6)
+    Y = Y[[0, 0, 1, 1] + list(range(2, 28))]  # duplicated rows tie at every neighbour rank
+    result = permutation_test(X, Y, "mutual_knn", 20, seed=1, options={"k": 3})
+    assert result.method == "loop"
+    np.testing.assert_allclose(result.null, naive_null(X, Y, "mutual_knn", 20, 1, k=3))
+
+
+def test_batches_do_not_change_the_permutation_stream():
+    small = np.concatenate(list(permutation_batches(25, 30, 9, 7)))
+    large = np.concatenate(list(permutation_batches(25, 30, 9, 100)))
+    np.testing.assert_array_equal(small, large)
+    rng = np.random.default_rng(9)
+    np.testing.assert_array_equal(small[0], rng.permutation(25))
+
+
+def test_seeded_and_reproducible():
+    X, Y = related_pair()
+    first = permutation_test(X, Y, "cka", 50, seed=11)
+    again = permutation_test(X, Y, "cka", 50, seed=11)
+    other = permutation_test(X, Y, "cka", 50, seed=12)
+    np.testing.assert_array_equal(first.null, again.null)
+    assert not np.array_equal(first.null, other.null)
+
+
+def test_p_value_counts_ties_and_is_never_below_one_over_m_plus_one():
+    X, _ = related_pair(n=30)
+    identical = permutation_test(X, X, "cka", 99, seed=0)
+    assert identical.observed == pytest.approx(1.0)
+    assert identical.p_value == pytest.approx(1 / 100)
+    X, Y = related_pair(seed=3)
+    result = permutation_test(X, Y, "procrustes", 200, seed=2)
+    exceed = np.count_nonzero(result.null >= result.observed - result.tolerance)
+    assert result.p_value == (exceed + 1) / 201
+    assert result.z == pytest.approx((result.observed - result.null.mean()) / result.null.std(ddof=1))
+    assert (result.null_mean, result.null_std) == pytest.approx((result.null.mean(), result.null.std(ddof=1)))
+
+
+@pytest.mark.parametrize("name, replicates", [("cka", 300), ("svcca", 200), ("rsa", 150)])
+def test_p_values_are_uniform_for_independent_sides(name, replicates):
+    rng = np.random.default_rng(123)
+    p_values = []
+    for replicate in range(replicates):
+        X, Y = rng.standard_normal((16, 3)), rng.standard_normal((16, 4))
+        p_values.append(permutation_test(X, Y, name, 49, seed=replicate, device="cpu").p_value)
+    p_values = np.array(p_values)
+    assert p_values.min() >= 1 / 50
+    assert scipy.stats.kstest(p_values, "uniform").pvalue > 0.001
+    assert abs(np.mean(p_values <= 0.1) - 0.1) < 4 * np.sqrt(0.1 * 0.9 / replicates)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_planted_pairing_is_detected(name):
+    # svcca_legacy only sees the first principal component: plant a single shared direction for it
+    X, Y = related_pair(n=80, noise=0.3, shared=1 if name == "svcca_legacy" else 3)
+    assert permutation_test(X, Y, name, 99, seed=0).p_value == pytest.approx(0.01)
+
+
+def test_callable_metric_uses_the_plain_loop():
+    X, Y = related_pair()
+
+    def first_column_correlation(a, b):
+        return abs(np.corrcoef(a[:, 0], b[:, 0])[0, 1])
+
+    result = permutation_test(X, Y, first_column_correlation, 40, seed=4)
+    rng = np.random.default_rng(4)
+    expected = [first_column_correlation(X, Y[rng.permutation(len(Y))]) for _ in range(40)]
+    np.testing.assert_allclose(result.null, expected)
+    assert (result.method, result.metric) == ("loop", "first_column_correlation")
+    with pytest.raises(ValueError, match="no fast null kernel"):
+        permutation_test(X, Y, first_column_correlation, 5, method="fast")
+
+
+def test_guard_flags_few_pairs_per_svcca_component():
+    X, Y = related_pair(n=40, d_a=12, d_b=14)
+    flagged = permutation_test(X, Y, "svcca", 10)
+    assert flagged.details["k_a"] * 5 > 40 and "n_lt_5k" in flagged.flags
+    X, Y = related_pair(n=200, d_a=6, d_b=8)
+    assert "n_lt_5k" not in permutation_test(X, Y, "svcca", 10).flags
+    assert "n_lt_5k" not in permutation_test(X, Y, "cka", 10).flags
+
+
+def test_too_few_pairs_and_bad_arguments():
+    X, Y = related_pair()
+    with pytest.raises(DegenerateInputError):
+        permutation_test(X[:2], Y[:2], "cka", 10)
+    with pytest.raises(ValueError, match="null.permutations"):
+        permutation_test(X, Y, "cka", 0)
+    with pytest.raises(ValueError, match="null.device"):
+        permutation_test(X, Y, "cka", 5, device="tpu")
+    with pytest.raises(ValueError, match="null.precision"):
+        permutation_test(X, Y, "cka", 5, precision="half")
+    with pytest.raises(ValueError, match="config key 'metrics'"):
+        permutation_test(X, Y, "cca", 5)
+
+
+def test_torch_inputs_and_json_summary():
+    X, Y = related_pair()
+    result = permutation_test(torch.tensor(X), torch.tensor(Y, dtype=torch.float32), "svcca", 20, seed=1)
+    summary = result.to_dict()
+    assert summary["k_a"] == result.details["k_a"] and summary["n_permutations"] == 20
+    assert "null" not in summary and summary["null_method"] == "fast"
+
+
+# ---------------------------------------------------------------- multiple testing
+
+
+@pytest.mark.parametrize("method, oracle", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjusted_p_values_match_statsmodels(method, oracle):
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 30):
+        p_values = np.round(rng.uniform(0, 0.3, size), 2)  # rounding creates ties
+        np.testing.assert_allclose(adjust_pvalues(p_values, method), multipletests(p_values, method=oracle)[1])
+
+
+def test_adjustment_skips_cells_that_were_not_scored():
+    p_values = np.array([[0.01, np.nan], [0.04, 0.03]])
+    adjusted = adjust_pvalues(p_values, "holm")
+    assert adjusted.shape == (2, 2) and np.isnan(adjusted[0, 1])
+    np.testing.assert_allclose(adjusted[~np.isnan(p_values)], multipletests([0.01, 0.04, 0.03], method="holm")[1])
+    with pytest.raises(ValueError, match="correction"):
+        adjust_pvalues(p_values, "bonferroni")

@@ -1,0 +1,27 @@
+"""Snakemake script of rules `activations_<model>`: one LM forward per batch writes every layer's store."""
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from featsim.activations import make_activations
+from featsim.provenance import make_provenance
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("activations")
+
+torch.set_num_threads(sm.threads)
+outputs = {layer: Path(path) for layer, path in zip(sm.params.layers, sm.output)}
+exp_dir = next(iter(outputs.values())).parents[2]  # results/{exp}/acts/{model}/L{layer}.zarr
+params = sm.params
+config_slice = {"lm": params.lm, "runtime": params.runtime, "users": params.users, "legacy": params.legacy}
+log.info("model %s (LM of %s), layers %s, read by %s", params.model, params.lm_owner, params.layers, list(params.users))
+stats = make_activations(sm.input.tokens, outputs, params.model, params.lm_owner, params.lm, params.users, params.legacy,
+                         exp_dir, dtype=params.runtime["dtype"], device=params.runtime["device"],
+                         batch_size=params.runtime["batch_size"],
+                         provenance=make_provenance(config_slice, experiment=sm.wildcards.exp, rule=sm.rule))
+log.info("done: %.0f tokens/s over %d positions", stats["tokens_per_s"], stats["positions"])

@@ -1,0 +1,20 @@
+"""Snakemake script of rule `browser`: the pair browser page and activation scatter of one layer pair."""
+
+import logging
+import sys
+
+from featsim.browser import BrowserSettings, build_browser
+from featsim.stores import open_codes
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("browser")
+
+wc = sm.wildcards
+entry = sm.params.comparison
+title = f"{wc.cmp} / {wc.pairing}: {entry['a']} layer {wc.la} vs {entry['b']} layer {wc.lb}"
+listed = build_browser(sm.input.pairs, sm.input.labels_a, sm.input.labels_b, open_codes(sm.input.codes_a),
+                       open_codes(sm.input.codes_b), sm.output.html, sm.output.scatter,
+                       BrowserSettings.from_config(sm.params.browser), title)
+log.info("%s: listed %d pairs", title, len(listed))

@@ -1,0 +1,21 @@
+"""Snakemake script of rule `comparison_overview`: one table of every comparison's significant cells and effects."""
+
+import logging
+import sys
+
+from featsim.summary import comparison_overview, read_summary, write_summary_target
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("comparison_overview")
+
+names = list(sm.params.comparisons)  # config order = the order of both summaries inputs
+summaries = {name: read_summary(path) for name, path in zip(names, sm.input.summaries)}
+semantic = {name: read_summary(path) for name, path in zip(names, sm.input.semantic)}
+table = comparison_overview(summaries, semantic)
+write_summary_target(table, sm.output.table, sm.output.html,
+                     f"pairing {sm.wildcards.pairing}: all comparisons at a glance", {"correction": sm.params.correction},
+                     kind="comparison_overview", experiment=sm.wildcards.exp, pairing=sm.wildcards.pairing,
+                     comparisons=names)
+log.info("overview of %d comparisons (%d with concept scores)", len(summaries), len(semantic))

@@ -1,0 +1,24 @@
+"""Snakemake script of rule `correlate`: top-k correlation partners of one layer pair, both directions."""
+
+import logging
+import sys
+import time
+
+import numba
+
+from featsim.correlate import correlate_code_stores
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("correlate")
+
+numba.set_num_threads(max(1, min(sm.threads, numba.config.NUMBA_NUM_THREADS)))
+wc = sm.wildcards
+comparison = sm.config["comparisons"][wc.cmp]  # model names, for provenance (they also fix the input paths)
+ids = {"experiment": wc.exp, "comparison": wc.cmp, "model_a": comparison["a"], "model_b": comparison["b"],
+       "layer_a": int(wc.la), "layer_b": int(wc.lb), "rule": sm.rule}
+started = time.perf_counter()
+result = correlate_code_stores(sm.input.codes_a, sm.input.codes_b, sm.output.corr, dict(sm.params.correlation), ids)
+log.info("%s layer %s x %s layer %s: %s in %.1f s", comparison["a"], wc.la, comparison["b"], wc.lb,
+         result.summary(), time.perf_counter() - started)

@@ -1,0 +1,19 @@
+"""Snakemake script of rule `labels`: per-latent top activating positions with token, word and context."""
+
+import logging
+import sys
+
+from featsim.labels import LabelsConfig, write_labels
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("labels")
+
+wc = sm.wildcards
+config = LabelsConfig.from_config(sm.params.labels)
+log.info("labels of %s layer %s: %s", wc.model, wc.layer, config)
+table = write_labels(sm.input.codes, sm.input.tokens, sm.output.labels, config,
+                     ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)})
+alive = int((table["n_active"] > 0).sum())
+log.info("%d latents, %d fire at least once; wrote %s", len(table), alive, sm.output.labels)

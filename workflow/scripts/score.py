@@ -1,0 +1,20 @@
+"""Snakemake script of rule `score`: every metric and its permutation null on one layer pair's pairs."""
+
+import logging
+import sys
+
+from featsim.scoring import score_cell_metrics
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+wc = sm.wildcards
+score_cell_metrics(
+    sm.input.pairs, sm.input.decoder_a, sm.input.decoder_b,
+    dict(zip(sm.params.metrics, zip(sm.output.scores, sm.output.nulls))),
+    null_config=dict(sm.params.null), metric_options=dict(sm.params.options),
+    identity={"experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing,
+              "layer_a": int(wc.la), "layer_b": int(wc.lb)},
+    threads=sm.threads,
+)

@@ -1,0 +1,24 @@
+"""Snakemake script of rule `semantic_accuracy`: concept membership vs the toy corpus's word -> category map."""
+
+import logging
+import sys
+from pathlib import Path
+
+from featsim.semantic import write_accuracy
+from featsim.toy.corpus import CATEGORIES_FILE
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("semantic_accuracy")
+
+wc = sm.wildcards
+result = write_accuracy(
+    sm.input.labels, list(sm.input.members), list(sm.input.concepts), Path(sm.input.corpus) / CATEGORIES_FILE,
+    sm.output.accuracy, int(sm.params.min_examples), float(sm.params.truth_min_fraction),
+    ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)},
+)
+for concept, row in result["concepts"].items():
+    log.info("%-12s assigned %3d true %3d correct %3d precision %s recall %s", concept, row["n_assigned"],
+             row["n_true"], row["n_correct"], row["precision"], row["recall"])
+log.info("overall %s", result["overall"])

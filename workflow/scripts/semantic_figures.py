@@ -1,0 +1,17 @@
+"""Snakemake script of rule `semantic_figures`: concept x layer-pair grids of one comparison, per metric."""
+
+import logging
+import sys
+
+from featsim.figures import GridLabels, write_semantic_figures
+from featsim.summary import read_summary
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("semantic_figures")
+
+wc = sm.wildcards
+labels = GridLabels.for_comparison(wc.cmp, wc.pairing, sm.params.comparison, sm.params.correction)
+write_semantic_figures(read_summary(sm.input.summary), labels, list(sm.params.metrics), list(sm.output.grids))
+log.info("wrote %d concept grids for %s / %s", len(sm.output.grids), wc.cmp, wc.pairing)

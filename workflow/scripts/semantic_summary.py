@@ -1,0 +1,20 @@
+"""Snakemake script of rule `semantic_summary`: concept-subspace score jsons -> CSV (+ provenance) and HTML."""
+
+import logging
+import sys
+
+from featsim.summary import summarize_semantic, write_summary_target
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("semantic_summary")
+
+wc = sm.wildcards
+table = summarize_semantic(sm.input.scores, wc.cmp, wc.pairing, sm.params.correction)
+write_summary_target(table, sm.output.table, sm.output.html, f"{wc.cmp} / {wc.pairing}: concept-subspace scores",
+                     {"correction": sm.params.correction},
+                     kind="semantic_summary", experiment=wc.exp, comparison=wc.cmp, pairing=wc.pairing)
+for metric, rows in table.groupby("metric"):
+    log.info("%s: %d concept x layer cells, %d scored, %d significant (%s)", metric, len(rows),
+             (rows["status"] == "scored").sum(), rows["significant"].sum(), sm.params.correction)

@@ -1,0 +1,20 @@
+"""Snakemake script of rule `tokens`: documents -> tokens.zarr (rows, keep-mask, tokenizer attrs)."""
+
+import logging
+import sys
+from pathlib import Path
+
+from featsim.provenance import make_provenance
+from featsim.tokens import make_tokens
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.stderr = open(sm.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("tokens")
+
+out = Path(sm.output.tokens)
+config_slice = {"data": sm.params.data, "models": sm.params.models, "legacy": sm.params.legacy}
+attrs = make_tokens(out, sm.params.data, sm.params.models, sm.params.legacy, exp_dir=out.parent,
+                    provenance=make_provenance(config_slice, experiment=sm.wildcards.exp, rule="tokens"))
+log.info("tokens: %d rows of %d (%d unmasked) from %d documents, tokenizer %s", attrs["n_sequences"],
+         sm.params.data["context_length"], attrs["n_unmasked"], attrs["n_documents"], attrs["tokenizer"])
