@@ -5,57 +5,6 @@
 #
 # A rule's outputs cannot depend on a wildcard, and each model has its own layer list, so there is one
 # activations rule per model entry that runs a forward pass: `activations_<model>`.
-from featsim.activations import activation_layers, activation_owner, activation_owners, activation_users
-from featsim.config import lm_owner as _lm_owner_of
-
-
-def acts_store(exp, model, layer):
-    """The activation store that model entry `model` reads at `layer` (its LM owner's when shared)."""
-    return f"results/{exp}/acts/{activation_owner(config, model)}/L{layer}.zarr"
-
-
-def gpu_request(model):
-    """GPUs for a model's GPU-capable jobs: resources.gpu unless the entry is pinned to the CPU."""
-    return 0 if MODELS[model]["device"] == "cpu" else GPUS
-
-
-def lm_dirs(exp, model):
-    """The LM checkpoint directory of a model entry when it is a file here (toy, local); hf LMs: none."""
-    owner = _lm_owner_of(config, model)
-    lm = MODELS[owner]["lm"]
-    return {"toy": [f"results/{exp}/toy/lm/{owner}"], "local": [lm.get("path", "")]}.get(lm["source"], [])
-
-
-def sae_dirs(exp, model, layers):
-    """SAE directories that are files of this workflow (toy) or of the user (local), so changes rebuild;
-    for the neuron baseline, the LM checkpoint whose W_out is the decoder."""
-    sae = MODELS[model]["sae"]
-    if sae["source"] == "toy":
-        return [f"results/{exp}/toy/sae/{model}/L{layer}" for layer in layers]
-    if sae["source"] == "local":
-        return [sae["path"].format(layer=layer) for layer in layers]
-    if sae["source"] == "neurons":
-        return lm_dirs(exp, model)
-    return []
-
-
-def activations_inputs(owner):
-    """Input function of `activations_<owner>`: tokens, the LM checkpoint and the SAE directories."""
-    def inputs(wc):
-        lm_dir = lm_dirs(wc.exp, owner)
-        saes = [d for user, entry in activation_users(config, owner).items()
-                for d in sae_dirs(wc.exp, user, entry["layers"])]
-        return {"tokens": f"results/{wc.exp}/tokens.zarr", "lm": lm_dir,
-                "saes": [d for d in dict.fromkeys(saes) if d not in lm_dir]}
-    return inputs
-
-
-def activations_outputs(owner):
-    """One store per layer; temporary unless keep_activations."""
-    stores = [directory(f"results/{{exp}}/acts/{owner}/L{layer}.zarr") for layer in activation_layers(config, owner)]
-    return stores if config["keep_activations"] else [temp(store) for store in stores]
-
-
 for _owner in activation_owners(config):
 
     rule:

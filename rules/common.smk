@@ -2,8 +2,10 @@
 import glob as _glob
 from pathlib import Path as _Path
 
+from featsim.activations import activation_layers, activation_owner, activation_owners, activation_users
 from featsim.concepts import concept_paths, load_concepts
 from featsim.config import comparison_layers, lm_owner, semantic_metrics, semantic_pairing
+from featsim.config import lm_owner as _lm_owner_of
 
 EXP = config["experiment"]
 MODELS = config["models"]
@@ -146,9 +148,7 @@ def all_targets():
             targets.append(f"results/{EXP}/summary/{cmp}/semantic_{sp}.csv")
             targets += [f"results/{EXP}/figures/{cmp}/{sp}/semantic_{metric}.png" for metric in SEMANTIC_METRICS]
         if config["data"]["source"] == "toy":
-            compared = sorted({cmp_model(cmp, side) for cmp in COMPARISONS for side in ("a", "b")})
-            targets += [f"results/{EXP}/semantic/accuracy/{model}/L{layer}.json"
-                        for model in compared for layer in model_layers(model)]
+            targets += [f"results/{EXP}/semantic/accuracy/{model}/L{layer}.json" for model, layer in MEMBER_LAYERS]
     return targets
 
 
@@ -190,3 +190,86 @@ def semantic_score_outputs(cmp, suffix):
     """Concept score jsons (or null arrays) of every cell and metric, cell-major."""
     return [f"results/{{exp}}/semantic/{cmp}/{{concept}}/{{pairing}}/{metric}/A{la}_B{lb}.{suffix}"
             for la, lb in layer_pairs(cmp) for metric in SEMANTIC_METRICS]
+
+
+# ---------------------------------------------------------------- toy route
+
+
+def toy_lm_dir(wc):
+    """Input function: the toy LM checkpoint a model entry's SAEs read (its lm_from owner's, if shared)."""
+    return f"results/{wc.exp}/toy/lm/{lm_entry(wc.model)}"
+
+
+def toy_lm_slice(model):
+    """The `lm.toy` settings of the LM a model entry uses (its lm_from owner's, if shared)."""
+    return MODELS[lm_entry(model)]["lm"].get("toy", {})
+
+
+# ---------------------------------------------------------------- activations and codes
+
+
+
+def acts_store(exp, model, layer):
+    """The activation store that model entry `model` reads at `layer` (its LM owner's when shared)."""
+    return f"results/{exp}/acts/{activation_owner(config, model)}/L{layer}.zarr"
+
+
+def gpu_request(model):
+    """GPUs for a model's GPU-capable jobs: resources.gpu unless the entry is pinned to the CPU."""
+    return 0 if MODELS[model]["device"] == "cpu" else GPUS
+
+
+def lm_dirs(exp, model):
+    """The LM checkpoint directory of a model entry when it is a file here (toy, local); hf LMs: none."""
+    owner = _lm_owner_of(config, model)
+    lm = MODELS[owner]["lm"]
+    return {"toy": [f"results/{exp}/toy/lm/{owner}"], "local": [lm.get("path", "")]}.get(lm["source"], [])
+
+
+def sae_dirs(exp, model, layers):
+    """SAE directories that are files of this workflow (toy) or of the user (local), so changes rebuild;
+    for the neuron baseline, the LM checkpoint whose W_out is the decoder."""
+    sae = MODELS[model]["sae"]
+    if sae["source"] == "toy":
+        return [f"results/{exp}/toy/sae/{model}/L{layer}" for layer in layers]
+    if sae["source"] == "local":
+        return [sae["path"].format(layer=layer) for layer in layers]
+    if sae["source"] == "neurons":
+        return lm_dirs(exp, model)
+    return []
+
+
+def activations_inputs(owner):
+    """Input function of `activations_<owner>`: tokens, the LM checkpoint and the SAE directories."""
+    def inputs(wc):
+        lm_dir = lm_dirs(wc.exp, owner)
+        saes = [d for user, entry in activation_users(config, owner).items()
+                for d in sae_dirs(wc.exp, user, entry["layers"])]
+        return {"tokens": f"results/{wc.exp}/tokens.zarr", "lm": lm_dir,
+                "saes": [d for d in dict.fromkeys(saes) if d not in lm_dir]}
+    return inputs
+
+
+def activations_outputs(owner):
+    """One store per layer; temporary unless keep_activations."""
+    stores = [directory(f"results/{{exp}}/acts/{owner}/L{layer}.zarr") for layer in activation_layers(config, owner)]
+    return stores if config["keep_activations"] else [temp(store) for store in stores]
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def tokens_inputs(wc):
+    """Input function: the toy corpus directory (toy route) or the local document files (edits rebuild)."""
+    data = config["data"]
+    if data["source"] == "toy":
+        return {"corpus": f"results/{wc.exp}/toy/corpus"}
+    if data["source"] == "local":
+        return {"documents": sorted(p for pattern in data["local"]["paths"] for p in _glob.glob(pattern))}
+    return {}
+
+
+def tokenizer_models():
+    """The LM slices that define each model's tokenizer (what the shared-tokenizer check reads)."""
+    return {name: ({"lm": entry["lm"]} if "lm" in entry else {"lm_from": entry["lm_from"]})
+            for name, entry in MODELS.items()}

@@ -4,16 +4,6 @@
 # overhead dominates, and two 1-thread jobs on 2 cores beat one 2-thread job.
 
 
-def toy_lm_dir(wc):
-    """Input function: the toy LM checkpoint a model entry's SAEs read (its lm_from owner's, if shared)."""
-    return f"results/{wc.exp}/toy/lm/{lm_entry(wc.model)}"
-
-
-def toy_lm_slice(model):
-    """The `lm.toy` settings of the LM a model entry uses (its lm_from owner's, if shared)."""
-    return MODELS[lm_entry(model)]["lm"].get("toy", {})
-
-
 rule toy_corpus:
     output:
         directory("results/{exp}/toy/corpus"),

@@ -46,7 +46,8 @@ def workdir(tmp_path_factory):
     concept_dir = work / "concepts"
     concept_dir.mkdir()
     for concept in CONCEPTS:
-        (concept_dir / f"{concept}.yaml").write_text(yaml.safe_dump({"name": concept, "keywords": [concept]}))
+        (concept_dir / f"{concept}.yaml").write_text(yaml.safe_dump({"name": concept, "description": f"the {concept} concept",
+                                                                   "case": "insensitive", "keywords": [concept]}))
     config = {
         "experiment": "toy",
         "data": {"source": "toy"},

@@ -42,7 +42,7 @@ def test_configs_plan_offline(tmp_path, configfile):
     planned = rules_run(result)
     assert {"tokens", "codes", "correlate", "pair", "score", "summary", "all"} <= planned
     if configfile is None:
-        assert {"toy_corpus", "toy_lm", "toy_sae", "semantic_score"} <= planned
+        assert {"toy_corpus", "toy_lm", "toy_sae", "semantic_main", "concept_members"} <= planned
     else:  # an experiment file is the whole config: nothing of the toy default is merged in
         assert not {"toy_corpus", "toy_lm", "toy_sae"} & planned
 
@@ -63,6 +63,7 @@ def e2e(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
     shutil.copytree(REPO / "configs" / "concepts" / "toy", workdir / "concepts")
     config = yaml.safe_load(E2E_CONFIG.read_text())
+    config["null"] = config.pop(None)  # YAML reads the unquoted `null:` key as None
     config["semantic"]["concepts"] = [str(workdir / "concepts" / "animal.yaml"), str(workdir / "concepts" / "color.yaml")]
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--configfile", str(workdir / "config.yaml"))
@@ -72,6 +73,13 @@ def e2e(tmp_path_factory):
 
 def _mtimes(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
+
+
+def _settled_mtimes(workdir: Path) -> dict[str, float]:
+    """Bring the results up to date with config.yaml (whatever an earlier test left), then snapshot them."""
+    result = snakemake(workdir, "--configfile", str(workdir / "config.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _mtimes(workdir / "results" / "e2e")
 
 
 def test_e2e_scores_are_valid_and_main_beats_its_null(e2e):
@@ -118,11 +126,11 @@ def test_e2e_report_renders(e2e):
 def test_e2e_editing_a_junk_list_rebuilds_only_that_variant(e2e):
     workdir, config = e2e
     results = workdir / "results" / "e2e"
-    before = _mtimes(results)
-    edited = json.loads(json.dumps(config))
+    before = _settled_mtimes(workdir)
+    edited = yaml.safe_load((workdir / "config.yaml").read_text())
     edited["pairings"]["mutual"]["junk_tokens"] = [".", ",", "the"]
-    (workdir / "edited.yaml").write_text(yaml.safe_dump(edited))
-    result = snakemake(workdir, "--configfile", str(workdir / "edited.yaml"))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(edited))
+    result = snakemake(workdir, "--configfile", str(workdir / "config.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     ran = rules_run(result)
     assert "pair" in ran and "score" in ran
@@ -138,7 +146,7 @@ def test_e2e_editing_a_junk_list_rebuilds_only_that_variant(e2e):
 def test_e2e_editing_a_concept_file_rebuilds_only_that_concept(e2e):
     workdir, config = e2e
     results = workdir / "results" / "e2e"
-    before = _mtimes(results)
+    before = _settled_mtimes(workdir)
     color = workdir / "concepts" / "color.yaml"
     concept = yaml.safe_load(color.read_text())
     concept["description"] = concept.get("description", "") + " (edited)"

@@ -1,17 +1,16 @@
 """Snakemake script of rules `activations_<model>`: one LM forward per batch writes every layer's store."""
 
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
 from featsim.activations import make_activations
 from featsim.provenance import make_provenance
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("activations")
 
 torch.set_num_threads(sm.threads)

@@ -1,14 +1,13 @@
 """Snakemake script of rule `browser`: the pair browser page and activation scatter of one layer pair."""
 
 import logging
-import sys
 
 from featsim.browser import BrowserSettings, build_browser
 from featsim.stores import open_codes
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("browser")
 
 wc = sm.wildcards

@@ -1,17 +1,16 @@
 """Snakemake script of rule `codes`: an SAE's sparse codes, decoder and quality on the stored activations."""
 
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
 from featsim.provenance import make_provenance
 from featsim.saes import make_codes
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("codes")
 
 torch.set_num_threads(sm.threads)

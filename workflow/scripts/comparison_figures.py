@@ -1,14 +1,13 @@
 """Snakemake script of rule `comparison_figures`: every comparison side by side, one figure per metric."""
 
 import logging
-import sys
 
 from featsim.figures import write_comparison_figures
 from featsim.summary import read_summary
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("comparison_figures")
 
 comparisons = sm.params.comparisons  # config `comparisons`, in config order (the order of the summaries input)

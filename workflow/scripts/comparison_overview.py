@@ -1,13 +1,12 @@
 """Snakemake script of rule `comparison_overview`: one table of every comparison's significant cells and effects."""
 
 import logging
-import sys
 
 from featsim.summary import comparison_overview, read_summary, write_summary_target
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("comparison_overview")
 
 names = list(sm.params.comparisons)  # config order = the order of both summaries inputs

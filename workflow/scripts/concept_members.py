@@ -1,13 +1,12 @@
 """Snakemake script of rule `concept_members`: one concept's latents in every compared SAE layer."""
 
 import logging
-import sys
 
 from featsim.semantic import write_members_layers
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("concept_members")
 
 wc = sm.wildcards

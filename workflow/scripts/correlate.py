@@ -1,16 +1,15 @@
 """Snakemake script of rule `correlate`: top-k correlation partners of one layer pair, both directions."""
 
 import logging
-import sys
 import time
 
 import numba
 
 from featsim.correlate import correlate_code_stores
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("correlate")
 
 numba.set_num_threads(max(1, min(sm.threads, numba.config.NUMBA_NUM_THREADS)))

@@ -2,14 +2,13 @@
 comparison/pairing."""
 
 import logging
-import sys
 
 from featsim.figures import GridLabels, write_layer_figures
 from featsim.summary import read_summary
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("figures")
 
 wc = sm.wildcards

@@ -1,13 +1,12 @@
 """Snakemake script of rule `labels`: per-latent top activating positions with token, word and context."""
 
 import logging
-import sys
 
 from featsim.labels import LabelsConfig, write_labels
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("labels")
 
 wc = sm.wildcards

@@ -1,13 +1,12 @@
 """Snakemake script of rule `pair`: pair one layer cell's latents by one named variant, write pairs + diagnostics."""
 
 import logging
-import sys
 
 from featsim.pairing import write_pairs
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("pair")
 
 wc = sm.wildcards

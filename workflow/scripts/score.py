@@ -1,13 +1,10 @@
 """Snakemake script of rule `score`: every metric and its permutation null on one layer pair's pairs."""
 
-import logging
-import sys
-
 from featsim.scoring import score_cell_metrics
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 
 wc = sm.wildcards
 score_cell_metrics(

@@ -1,15 +1,14 @@
 """Snakemake script of rule `semantic_accuracy`: concept membership vs the toy corpus's word -> category map."""
 
 import logging
-import sys
 from pathlib import Path
 
 from featsim.semantic import write_accuracy
 from featsim.toy.corpus import CATEGORIES_FILE
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("semantic_accuracy")
 
 wc = sm.wildcards

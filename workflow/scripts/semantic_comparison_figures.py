@@ -1,14 +1,13 @@
 """Snakemake script of rule `semantic_comparison_figures`: concept-level scores of every comparison side by side."""
 
 import logging
-import sys
 
 from featsim.figures import write_semantic_comparison_figures
 from featsim.summary import read_summary
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("semantic_comparison_figures")
 
 comparisons = sm.params.comparisons  # config `comparisons`, in config order (the order of the summaries input)

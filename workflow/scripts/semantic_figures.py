@@ -1,14 +1,13 @@
 """Snakemake script of rule `semantic_figures`: concept x layer-pair grids of one comparison, per metric."""
 
 import logging
-import sys
 
 from featsim.figures import GridLabels, write_semantic_figures
 from featsim.summary import read_summary
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("semantic_figures")
 
 wc = sm.wildcards

@@ -1,13 +1,12 @@
 """Snakemake script of rules `semantic_<cmp>`: pair and score one concept in every layer cell of a comparison."""
 
 import logging
-import sys
 
 from featsim.semantic import ConceptCell, score_concept_cells
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("semantic")
 
 wc, inputs, metrics = sm.wildcards, sm.input, list(sm.params.metrics)

@@ -1,13 +1,12 @@
 """Snakemake script of rule `semantic_summary`: concept-subspace score jsons -> CSV (+ provenance) and HTML."""
 
 import logging
-import sys
 
 from featsim.summary import summarize_semantic, write_summary_target
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("semantic_summary")
 
 wc = sm.wildcards

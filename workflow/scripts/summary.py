@@ -1,13 +1,12 @@
 """Snakemake script of rule `summary`: score jsons of one comparison/pairing -> CSV (+ provenance) and HTML."""
 
 import logging
-import sys
 
 from featsim.summary import summarize_scores, write_summary_target
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("summary")
 
 wc = sm.wildcards

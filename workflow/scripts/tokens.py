@@ -1,15 +1,14 @@
 """Snakemake script of rule `tokens`: documents -> tokens.zarr (rows, keep-mask, tokenizer attrs)."""
 
 import logging
-import sys
 from pathlib import Path
 
 from featsim.provenance import make_provenance
 from featsim.tokens import make_tokens
+from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.stderr = open(sm.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+rule_log(sm.log[0])
 log = logging.getLogger("tokens")
 
 out = Path(sm.output.tokens)
