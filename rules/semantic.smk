@@ -15,6 +15,7 @@ rule concept_members:
         "results/{exp}/logs/concept_members/{concept}.log",
     params:
         min_examples=lambda wc: config["semantic"]["min_examples"],
+        min_fraction=lambda wc: config["semantic"]["min_fraction"],
         model_layers=MEMBER_LAYERS,
     threads: 1
     resources:

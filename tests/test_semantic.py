@@ -369,3 +369,18 @@ def test_toy_concept_files_load_and_map_to_the_corpus_categories(repo):
     categories = word_categories()
     assert {concept_category(c, categories) for c in concepts.values()} == set(categories.values())
     assert concept_overlaps(concepts.values()) == []
+
+
+def test_min_fraction_keeps_latents_that_fire_mostly_on_the_concept():
+    """3 animal words of 10 top examples: a member by count alone, not when half must match."""
+    from featsim.concepts import concept_from_mapping
+    from featsim.semantic import concept_members
+
+    concept = concept_from_mapping({"name": "animal", "description": "animals", "case": "insensitive",
+                                    "keywords": ["cat", "dog", "cow"]}, "animal.yaml")
+    labels = pd.DataFrame({"latent": [0, 1],
+                           "top_words": [["cat", "dog", "cow"] + ["the"] * 7, ["cat"] * 6 + ["the"] * 4]})
+    by_count, _ = concept_members(labels, concept, min_examples=3)
+    assert by_count["latent"].tolist() == [0, 1]
+    by_share, diagnostics = concept_members(labels, concept, min_examples=3, min_fraction=0.5)
+    assert by_share["latent"].tolist() == [1] and diagnostics["min_fraction"] == 0.5

@@ -1,9 +1,10 @@
 """Semantic subspaces: latents tied to a concept's keywords, paired and scored within the concept.
 
 1. Membership (`concept_members`): a latent belongs to a concept when at least `min_examples` of its
-   top activating examples (the labels step's rebuilt `top_words`) are whole-word keyword matches
-   under the concept's case rule; homographs count only if the concept opts in. Whole words mean a
-   latent firing on the "man" of "Brockman" sees the word "Brockman", which is not "man".
+   top activating examples (the labels step's rebuilt `top_words`), and at least `min_fraction` of
+   them, are whole-word keyword matches under the concept's case rule; homographs count only if the
+   concept opts in. Whole words mean a latent firing on the "man" of "Brockman" sees the word
+   "Brockman", which is not "man".
 2. Pairing (`concept_pairs`): correlation restricted to the concept latents of both sides, then the
    chosen pairing variant; a concept with fewer than `min_latents` latents on a side, or fewer pairs,
    is recorded as not scored with the reason.
@@ -37,6 +38,7 @@ class SemanticConfig:
     concepts: tuple[str, ...] = ()  # concept files or glob patterns
     pairing: str | None = None  # pairing variant used inside concepts (default: the first of `pairings`)
     min_examples: int = 3  # top examples that must be whole-word keyword matches
+    min_fraction: float = 0.5  # and at least this share of the latent's top examples
     min_latents: int = 3  # fewer concept latents on a side, or fewer pairs: not scored
     metrics: tuple[str, ...] | None = None  # metrics scored on concepts (default: the top-level metrics)
     truth_min_fraction: float = 0.5  # toy ground truth: share of top examples a category needs
@@ -46,6 +48,8 @@ class SemanticConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"semantic.{key}", f"must be a positive integer, got {value!r}")
+        if not 0 <= self.min_fraction <= 1:
+            raise ConfigError("semantic.min_fraction", f"must be in [0, 1], got {self.min_fraction!r}")
         if not 0 < self.truth_min_fraction <= 1:
             raise ConfigError("semantic.truth_min_fraction", f"must be in (0, 1], got {self.truth_min_fraction!r}")
 
@@ -90,8 +94,13 @@ def _matched_keywords(words: pd.Series, concept: Concept, include_homographs: bo
     return words.astype(str).map(keyword_of)
 
 
-def concept_members(labels: pd.DataFrame, concept: Concept, min_examples: int) -> tuple[pd.DataFrame, dict]:
+def concept_members(labels: pd.DataFrame, concept: Concept, min_examples: int,
+                    min_fraction: float = 0.0) -> tuple[pd.DataFrame, dict]:
     """Latents of a concept (MEMBER_COLUMNS, sorted by latent) and a diagnostics dict.
+
+    A latent is a member when at least `min_examples` of its top examples, and at least `min_fraction`
+    of them, are whole-word keyword matches: a concept latent fires mostly on the concept, not a
+    syntactic position that sometimes holds a concept word.
 
     `keywords` lists the matched keywords by descending count (ties alphabetical), with
     `keyword_counts` alongside; `top_keyword` is the first. `n_examples` is the latent's number of top
@@ -103,7 +112,8 @@ def concept_members(labels: pd.DataFrame, concept: Concept, min_examples: int) -
     matched = examples.dropna(subset=["keyword"])
     counts = matched.groupby(["latent", "keyword"]).size().rename("count").reset_index()
     n_matches = counts.groupby("latent")["count"].sum()
-    member_ids = n_matches.index[n_matches >= min_examples]
+    share = n_matches / n_examples.reindex(n_matches.index).clip(lower=1)
+    member_ids = n_matches.index[(n_matches >= min_examples) & (share >= min_fraction)]
     chosen = counts[counts["latent"].isin(member_ids)].sort_values(["latent", "count", "keyword"],
                                                                     ascending=[True, False, True])
     grouped = chosen.groupby("latent", sort=True)
@@ -121,6 +131,7 @@ def concept_members(labels: pd.DataFrame, concept: Concept, min_examples: int) -
     diagnostics = {
         "concept": concept.id,
         "min_examples": int(min_examples),
+        "min_fraction": float(min_fraction),
         "n_latents": int(len(labels)),
         "n_members": int(len(members)),
         "n_latents_any_match": int(matched["latent"].nunique()),
@@ -347,7 +358,8 @@ def assignment_accuracy(members: Mapping[str, pd.DataFrame], categories: Mapping
 # ---------------------------------------------------------------- rule targets (atomic, with provenance)
 
 
-def write_members(labels_path, concept_path, out_path, min_examples: int, ids: dict | None = None) -> pd.DataFrame:
+def write_members(labels_path, concept_path, out_path, min_examples: int, ids: dict | None = None,
+                  min_fraction: float = 0.0) -> pd.DataFrame:
     """The `concept_members` target: one concept's latents of one SAE layer."""
     from featsim.concepts import load_concept
     from featsim.provenance import make_provenance, read_parquet_provenance, write_parquet
@@ -357,8 +369,9 @@ def write_members(labels_path, concept_path, out_path, min_examples: int, ids: d
     if labels_top_k is not None:
         SemanticConfig(min_examples=min_examples).check_against_labels(int(labels_top_k))
     labels = pd.read_parquet(labels_path, columns=["latent", "top_words"])
-    members, diagnostics = concept_members(labels, concept, min_examples)
-    provenance = make_provenance({"min_examples": min_examples, "concept": _concept_record(concept)},
+    members, diagnostics = concept_members(labels, concept, min_examples, min_fraction)
+    provenance = make_provenance({"min_examples": min_examples, "min_fraction": min_fraction,
+                                  "concept": _concept_record(concept)},
                                  kind="concept_members", labels=str(labels_path),
                                  **{**(ids or {}), "concept": concept.id},
                                  labels_config_hash=read_parquet_provenance(labels_path).get("config_hash"),
@@ -466,9 +479,10 @@ def write_accuracy(labels_path, member_paths, concept_paths, categories_path, ou
     return result
 
 
-def write_members_layers(labels_paths, concept_path, out_paths, min_examples: int, ids_list) -> list[pd.DataFrame]:
+def write_members_layers(labels_paths, concept_path, out_paths, min_examples: int, ids_list,
+                         min_fraction: float = 0.0) -> list[pd.DataFrame]:
     """The `concept_members` rule: one concept's latents in every compared SAE layer (one job per concept)."""
-    return [write_members(labels, concept_path, out, min_examples, ids)
+    return [write_members(labels, concept_path, out, min_examples, ids, min_fraction)
             for labels, out, ids in zip(labels_paths, out_paths, ids_list, strict=True)]
 
 
