@@ -24,7 +24,7 @@ for _owner in activation_owners(config):
             layers=activation_layers(config, _owner),
             users=activation_users(config, _owner),
             legacy={"layer_offset": config["legacy"]["layer_offset"]},
-        threads: 4
+        threads: HEAVY_THREADS
         resources:
             mem_mb=heavy_mem_mb,
             runtime=heavy_runtime,
@@ -50,7 +50,7 @@ rule codes:
         activation=lambda wc: MODELS[wc.model]["activation"],
         device=lambda wc: MODELS[wc.model]["device"],
         legacy={key: config["legacy"][key] for key in ("layer_offset", "keep_special_tokens")},
-    threads: 4
+    threads: HEAVY_THREADS
     resources:
         mem_mb=heavy_mem_mb,
         runtime=heavy_runtime,

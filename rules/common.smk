@@ -91,6 +91,7 @@ def heavy_runtime(wildcards, attempt):
 
 
 GPUS = config["resources"]["gpu"]
+HEAVY_THREADS = config["resources"]["threads"]
 
 
 def concept_files():

@@ -12,7 +12,7 @@ rule correlate:
         "results/{exp}/logs/correlate/{cmp}/A{la}_B{lb}.log",
     params:
         correlation=config["correlation"],
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=heavy_mem_mb,
         runtime=heavy_runtime,

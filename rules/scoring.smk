@@ -18,7 +18,7 @@ rule score:
         null=lambda wc: config["null"],
         metrics=METRICS,
         options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in METRICS},
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,

@@ -49,7 +49,7 @@ for _cmp in COMPARISONS:
             min_latents=lambda wc: config["semantic"]["min_latents"],
             null=lambda wc: config["null"],
             options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in SEMANTIC_METRICS},
-        threads: 2
+        threads: HEAVY_THREADS
         resources:
             mem_mb=lambda wc, attempt: 4000 * attempt,
             runtime=lambda wc, attempt: 60 * attempt,
