@@ -158,3 +158,10 @@ def semantic_pairing(config: dict) -> str:
 def semantic_metrics(config: dict) -> list[str]:
     """Metrics scored on concept subspaces."""
     return list(config["semantic"].get("metrics") or config["metrics"])
+
+
+def reject_unknown_keys(values: dict, allowed, section: str) -> None:
+    """Raise ConfigError naming the first key of a config slice that its dataclass does not know."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from featsim import _correlate_kernel as kernel
+from featsim.config import reject_unknown_keys
 from featsim.errors import ConfigError
 from featsim.stores import CodesStore, atomic_store, open_codes, open_store
 
@@ -66,10 +67,7 @@ class CorrelationConfig:
 
     @classmethod
     def from_dict(cls, slice_: dict | None) -> "CorrelationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(slice_ or {}) - known)
-        if unknown:
-            raise ConfigError(f"correlation.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(known))})")
+        reject_unknown_keys(dict(slice_ or {}), {f.name for f in fields(cls)}, "correlation")
         return cls(**(slice_ or {}))
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from featsim.config import reject_unknown_keys
 from featsim.errors import ConfigError
 
 LABEL_COLUMNS = (
@@ -56,10 +57,7 @@ class LabelsConfig:
     def from_config(cls, values: dict[str, Any] | None) -> "LabelsConfig":
         """Build from the `labels` config slice; unknown keys are an error."""
         values = dict(values or {})
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ConfigError(f"labels.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        reject_unknown_keys(values, cls.__dataclass_fields__, "labels")
         return cls(**values)
 
 

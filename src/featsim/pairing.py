@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from featsim.config import reject_unknown_keys
 from featsim.errors import ConfigError
 from featsim.filters import (
     JUNK_MATCH_MODES,
@@ -510,10 +511,7 @@ class PairingVariant:
     @classmethod
     def from_config(cls, entry: Mapping[str, Any], key: str = "pairings.<variant>") -> "PairingVariant":
         """Build from a config mapping; errors name `key` and the offending field."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(entry) - allowed)
-        if unknown:
-            raise ConfigError(f"{key}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        reject_unknown_keys(dict(entry), {f.name for f in fields(cls)}, key)
         if "strategy" not in entry:
             raise ConfigError(f"{key}.strategy", f"required (one of: {', '.join(STRATEGIES)})")
         _strategy(entry["strategy"], f"{key}.strategy")

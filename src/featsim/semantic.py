@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from featsim.concepts import Concept, ConceptFileError, normalise_word
+from featsim.config import reject_unknown_keys
 from featsim.errors import ConfigError
 
 MEMBER_COLUMNS = ("latent", "n_matches", "n_examples", "keywords", "keyword_counts", "top_keyword")
@@ -57,10 +58,7 @@ class SemanticConfig:
     def from_config(cls, values: Mapping[str, Any] | None) -> "SemanticConfig":
         """Build from the `semantic` config slice; unknown keys are an error."""
         values = dict(values or {})
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ConfigError(f"semantic.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        reject_unknown_keys(values, cls.__dataclass_fields__, "semantic")
         for key in ("concepts", "metrics"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
