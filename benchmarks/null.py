@@ -21,7 +21,7 @@ import numpy as np
 
 from featsim import _null_kernels as kernels
 from featsim.metrics import METRICS
-from featsim.null import _run_kernel, default_threads, permutation_batches, resolve_device
+from featsim.null import _run_kernel, default_threads, permutation_batches, resolve_backend
 
 TARGET_SECONDS = {"svcca": 200.0, "rsa": 300.0}
 
@@ -63,13 +63,14 @@ def main() -> None:
     args = parser.parse_args()
 
     X, Y = decoder_like(args.n, args.d_a, args.d_b, args.alpha_a, args.alpha_b, args.seed)
-    device = resolve_device(args.device)
+    backend = resolve_backend(args.device)
     threads = args.threads or default_threads()
     for name in args.metrics:
         load_before = load_average()
         options = METRICS[name].resolve_options({})
         wall, cpu = time.perf_counter(), time.process_time()
-        observed, kernel = kernels.prepare(name, X, Y, options, device, args.precision)
+        observed, kernel = kernels.prepare(name, X, Y, options, backend, args.precision,
+                                           n_permutations=args.permutations)
         prepare_s, prepare_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
         wall, cpu = time.perf_counter(), time.process_time()
         null = _run_kernel(kernel, args.n, args.measure, args.seed, threads, progress=False)
@@ -81,7 +82,8 @@ def main() -> None:
         target = TARGET_SECONDS.get(name, float("inf"))
         record = {
             "metric": name, "n": args.n, "d_a": args.d_a, "d_b": args.d_b, **observed.details,
-            "precision": getattr(kernel, "precision", "float64"), "device": str(device), "threads": threads,
+            "precision": getattr(kernel, "precision", "float64"), "device": str(kernel.backend.device),
+            "backend": kernels.backend_name(kernel), "threads": threads,
             "prepare_s": round(prepare_s, 2), "prepare_cpu_s": round(prepare_cpu_s, 2),
             "measured_permutations": args.measure, "null_s": round(null_s, 2),
             "ms_per_permutation": round(1000 * per_perm, 2), "cpu_ms_per_permutation": round(1000 * cpu_per_perm, 2),

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 import featsim.correlate as correlate
 from featsim.correlate import CorrelationConfig, max_correlation, open_correlation, write_correlation
+from featsim.correlation_result import ARRAY_FIELDS
 from featsim.errors import ConfigError
 from featsim.stores import open_codes, open_store, write_codes
 
@@ -240,7 +241,7 @@ def test_streaming_from_code_stores_equals_in_memory(codes_pair, tmp_path, monke
     streamed = max_correlation(open_codes(tmp_path / "a.zarr"), open_codes(tmp_path / "b.zarr"),
                                top_k=4, min_active=3, device="cpu")
     in_memory = max_correlation(codes_a, codes_b, top_k=4, min_active=3, device="cpu")
-    for name in correlate._ARRAY_FIELDS:
+    for name in ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(streamed, name), getattr(in_memory, name))
 
 
@@ -260,7 +261,7 @@ def test_write_and_open_roundtrip(codes_pair, tmp_path):
     path = tmp_path / "corr" / "A0_B1.zarr"
     write_correlation(path, result, {"config_hash": "abc", "model_a": "A"})
     reopened = open_correlation(path)
-    for name in correlate._ARRAY_FIELDS:
+    for name in ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(reopened, name), getattr(result, name))
     assert (reopened.n_tokens, reopened.min_active, reopened.top_k, reopened.engine) == (500, 3, 3, "sparse-cpu")
     attrs = open_store(path, kind="correlation").attrs

@@ -173,6 +173,15 @@ def test_rsa_averages_tied_ranks_like_spearmanr():
     assert METRICS["rsa"](X, Y) == pytest.approx(oracle_rsa(X, Y), rel=1e-10)
 
 
+def test_doubled_average_ranks_match_scipy_rankdata():
+    from featsim.metrics import doubled_average_ranks
+
+    rng = np.random.default_rng(3)
+    for values in (rng.standard_normal(50), np.round(rng.standard_normal(200), 1), np.ones(7), np.array([2.0])):
+        expected = 2.0 * scipy.stats.rankdata(values, method="average")
+        np.testing.assert_array_equal(doubled_average_ranks(values), expected)
+
+
 # ---------------------------------------------------------------- invariances
 
 

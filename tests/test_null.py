@@ -57,21 +57,66 @@ def test_fast_null_equals_loop_with_options_and_equal_widths():
     np.testing.assert_allclose(knn.null, naive_null(X, Y, "mutual_knn", 30, 0, k=4), rtol=1e-12)
 
 
-def test_rsa_kernel_is_exact_for_any_chunk_and_on_the_torch_path():
+def test_rsa_kernel_is_exact_for_any_chunk_and_engine():
+    from featsim import _rank_kernels
+
     X, Y = related_pair(n=30, seed=4)
-    observed, kernel = kernels.prepare_rank(X, Y, torch.device("cpu"), "float64")
+    observed, kernel = kernels.prepare_rank(X, Y, kernels.NumpyBackend(), "float64", n_permutations=10**9)
+    assert kernel.engine == "numba"
     perms = next(permutation_batches(30, 12, 0, 12))
     inverses = np.argsort(perms, axis=1).astype(np.int32)
-    whole = kernels._rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 30)
-    chunked = kernels._rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 1)
+    whole = _rank_kernels.rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 30)
+    chunked = _rank_kernels.rank_cross_terms(kernel.ranks_a, kernel.ranks_b, perms.astype(np.int32), inverses, 1)
     np.testing.assert_array_equal(whole, chunked)
     brute = [sum(int(kernel.ranks_a[i, j]) * int(kernel.ranks_b[p[i], p[j]])
                  for i in range(30) for j in range(i + 1, 30)) for p in perms]
     np.testing.assert_array_equal(whole, np.array(brute, dtype=np.float64))
-    np.testing.assert_allclose(kernel._scores_torch(perms), kernel.scores(perms), rtol=1e-12)
     assert observed.score == METRICS["rsa"](X, Y)
-    _, fast = kernels.prepare_rank(X, Y, torch.device("cpu"), "float32")
-    np.testing.assert_allclose(fast._scores_torch(perms), kernel.scores(perms), atol=1e-6)
+    _, small = kernels.prepare_rank(X, Y, kernels.NumpyBackend(), "float64", n_permutations=12)
+    assert small.engine == "numpy"
+    np.testing.assert_array_equal(small.scores(perms), kernel.scores(perms))  # both exact integer sums
+    _, fast = kernels.prepare_rank(X, Y, kernels.NumpyBackend(), "float32", n_permutations=10**9)
+    _, fast_small = kernels.prepare_rank(X, Y, kernels.NumpyBackend(), "float32", n_permutations=12)
+    np.testing.assert_allclose(fast_small.scores(perms), fast.scores(perms), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["svcca", "procrustes", "cka", "cka_unbiased", "rsa", "mutual_knn"])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("d_a, d_b", [(7, 9), (9, 6)])
+def test_torch_backend_equals_the_numpy_backend(name, precision, d_a, d_b):
+    # the GPU path's arithmetic, run on CPU tensors: the same nulls as the CPU (numpy/numba) kernels
+    X, Y = related_pair(n=50, d_a=d_a, d_b=d_b, seed=8)
+    options = METRICS[name].resolve_options({"k": 4} if name == "mutual_knn" else {})
+    perms = next(permutation_batches(50, 24, 0, 24))
+    _, on_cpu = kernels.prepare(name, X, Y, options, kernels.NumpyBackend(), precision)
+    _, on_torch = kernels.prepare(name, X, Y, options, kernels.TorchBackend("cpu"), precision)
+    tolerance = 1e-12 if precision == "float64" else NULL_TOLERANCE["float32"]
+    torch_scores = on_torch._scores_torch(perms) if name == "rsa" else on_torch.scores(perms)  # rsa: numpy on CPU
+    np.testing.assert_allclose(torch_scores, on_cpu.scores(perms), rtol=0, atol=tolerance)
+    assert isinstance(on_cpu.backend, kernels.NumpyBackend) and str(on_torch.backend.device) == "cpu"
+
+
+def test_large_cpu_gemm_work_runs_on_torch_with_the_same_null(monkeypatch):
+    X, Y = related_pair(n=60, d_a=8, d_b=10, seed=9)
+    small = permutation_test(X, Y, "procrustes", 40, seed=2, precision="float64", device="cpu", threads=2)
+    monkeypatch.setattr(kernels, "TORCH_CPU_MIN_WORK", 0.0)
+    large = permutation_test(X, Y, "procrustes", 40, seed=2, precision="float64", device="cpu", threads=2)
+    assert (small.backend, large.backend, large.device) == ("numpy", "torch", "cpu")
+    np.testing.assert_allclose(large.null, small.null, rtol=0, atol=1e-12)
+    assert large.to_dict()["null_backend"] == "torch"
+    rsa = permutation_test(X, Y, "rsa", 10, seed=2, device="cpu")  # small: numpy, not numba or torch
+    assert rsa.backend == "numpy"
+
+
+def test_auto_device_picks_numpy_without_a_gpu_driver(monkeypatch):
+    import featsim.null as null
+
+    monkeypatch.setattr(null, "GPU_DEVICE_FILES", ("/nonexistent/nvidiactl",))
+    assert isinstance(null.resolve_backend("auto"), kernels.NumpyBackend)
+    assert isinstance(null.resolve_backend("cpu"), kernels.NumpyBackend)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="null.device.*no GPU"):
+            null.resolve_backend("cuda")
 
 
 def test_mutual_knn_with_tied_neighbours_falls_back_to_the_loop():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml

@@ -10,16 +10,17 @@ does), so p >= 1/(m+1) always. z = (observed - null_mean) / null_std (sample std
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numba
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from featsim import _null_kernels as kernels
@@ -56,6 +57,7 @@ class NullResult:
     flags: tuple[str, ...] = ()
     method: str = "fast"  # "fast" kernels or the plain "loop"
     device: str = "cpu"
+    backend: str = "numpy"  # numpy | numba | torch | loop: what ran the null
     precision: str = "float64"
     tolerance: float = NULL_TOLERANCE["float64"]
 
@@ -65,7 +67,7 @@ class NullResult:
             "metric": self.metric, "observed": self.observed, "null_mean": self.null_mean,
             "null_std": self.null_std, "p_value": self.p_value, "z": self.z, "n_pairs": self.n_pairs,
             "n_permutations": self.n_permutations, "seed": self.seed, **self.details,
-            "flags": list(self.flags), "null_method": self.method, "null_device": self.device,
+            "flags": list(self.flags), "null_method": self.method, "null_device": self.device, "null_backend": self.backend,
             "null_precision": self.precision, "null_tolerance": self.tolerance,
         }
 
@@ -80,16 +82,28 @@ def permutation_batches(n: int, n_permutations: int, seed: int, batch_size: int)
         done += size
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when a GPU is visible, else cpu; otherwise the named torch device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")
+"""Device nodes of the NVIDIA and ROCm drivers: without one, "auto" picks the CPU without importing torch."""
+
+
+def _gpu_driver_present() -> bool:
+    return any(Path(path).exists() for path in GPU_DEVICE_FILES)
+
+
+def resolve_backend(device: str) -> kernels.Backend:
+    """The array backend of the fast kernels: numpy on "cpu", torch on "cuda"/"cuda:N"; "auto" -> cuda
+    when torch sees a GPU, else cpu. torch is imported only when a GPU driver is present."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"config key 'null.device': {device!r} is not one of auto, cpu, cuda")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    if device == "cpu" or (device == "auto" and not _gpu_driver_present()):
+        return kernels.NumpyBackend()
+    import torch
+
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return kernels.NumpyBackend()
         raise ValueError("config key 'null.device': cuda requested but no GPU is visible; use auto or cpu")
-    return resolved
+    return kernels.TorchBackend("cuda" if device == "auto" else device)
 
 
 def _summary(observed: float, null: np.ndarray, tolerance: float) -> tuple[float, float, float, float]:
@@ -116,29 +130,55 @@ def _ordered_map(function: Callable, items: Iterator, workers: int) -> Iterator:
             yield pending.popleft().result()
 
 
+@contextlib.contextmanager
+def _kernel_threads(kernel, threads: int) -> Iterator[int]:
+    """Thread settings of one null run; yields the number of worker threads.
+
+    CPU GEMM kernels run `threads` workers with one BLAS thread each (batched eigvalsh barely
+    scales with BLAS threads); the numba RSA kernel parallelises inside (small numpy RSA nulls run
+    one worker); GPU kernels run one worker with TF32 off (its 10-bit mantissa would break
+    NULL_TOLERANCE).
+    """
+    backend = kernel.backend
+    if isinstance(kernel, kernels.RankCrossKernel) and kernel.engine != "torch":
+        if kernel.engine == "numpy":
+            yield 1
+            return
+        import numba
+
+        numba_threads = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield 1
+        finally:
+            numba.set_num_threads(numba_threads)
+    elif isinstance(backend, kernels.NumpyBackend):
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield threads
+    else:
+        torch = backend.torch
+        allow_tf32, torch_threads = torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            if backend.is_cpu:
+                torch.set_num_threads(1)
+            yield threads if backend.is_cpu else 1
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+            torch.set_num_threads(torch_threads)
+
+
 def _run_kernel(kernel, n: int, n_permutations: int, seed: int, threads: int, progress: bool) -> np.ndarray:
     batch_size = kernels.batch_size_for(kernel)
     batches = permutation_batches(n, n_permutations, seed, batch_size)
     null = np.empty(n_permutations)
-    bar = tqdm(total=n_permutations, desc="null", unit="perm", disable=not progress)
-    on_cpu = not isinstance(kernel, kernels.RankCrossKernel) and kernels.kernel_device(kernel).type == "cpu"
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 (10-bit mantissa) would break NULL_TOLERANCE
-        if on_cpu:
-            torch.set_num_threads(1)  # one BLAS thread per worker: eigvalsh barely scales with threads
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        done = 0
-        for values in _ordered_map(kernel.scores, batches, threads if on_cpu else 1):
+    done = 0
+    with _kernel_threads(kernel, threads) as workers, \
+            tqdm(total=n_permutations, desc="null", unit="perm", disable=not progress) as bar:
+        for values in _ordered_map(kernel.scores, batches, workers):
             null[done:done + values.size] = values
             done += values.size
             bar.update(values.size)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-        torch.set_num_threads(torch_threads)
-        numba.set_num_threads(numba_threads)
-        bar.close()
     return null
 
 
@@ -167,7 +207,7 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
     kernels of svcca/procrustes/cka/rsa, agreement NULL_TOLERANCE) | "auto" (float64 when cheap,
     see featsim._null_kernels.AutoPrecision).
     method: "auto" | "fast" (error if none) | "loop" (recompute the metric on each permuted Y).
-    threads: CPU threads (default torch's). The observed value is always the float64 metric.
+    threads: CPU threads (default `default_threads()`). The observed value is always the float64 metric.
     """
     X, Y = paired_arrays(X, Y)
     n = X.shape[0]
@@ -178,7 +218,7 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
     if method not in ("auto", "fast", "loop"):
         raise ValueError(f"method must be auto, fast or loop, got {method!r}")
     threads = int(threads or default_threads())
-    resolved = resolve_device(device)
+    backend = resolve_backend(device)
 
     kernel = None
     if isinstance(metric, str):
@@ -186,7 +226,8 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
         options = registered.resolve_options(options)
         registered.check_pairs(n)
         name = metric
-        prepared = None if method == "loop" else kernels.prepare(name, X, Y, options, resolved, precision)
+        prepared = None if method == "loop" else kernels.prepare(name, X, Y, options, backend, precision,
+                                                                  n_permutations=int(n_permutations))
         observed_result = prepared[0] if prepared else registered.compute(X, Y, **options)
         kernel = prepared[1] if prepared else None
         observed, details = observed_result.score, dict(observed_result.details)
@@ -202,10 +243,11 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
     if kernel is not None:
         null = _run_kernel(kernel, n, n_permutations, seed, threads, progress)
         used_precision = getattr(kernel, "precision", "float64")
-        used_method, used_device = "fast", str(kernels.kernel_device(kernel))
+        used_method, used_device = "fast", str(kernel.backend.device)
+        used_backend = kernels.backend_name(kernel)
     else:
         null = _run_loop(score_one, X, Y, n_permutations, seed, progress)
-        used_precision, used_method, used_device = "float64", "loop", "cpu"
+        used_precision, used_method, used_device, used_backend = "float64", "loop", "cpu", "loop"
     tolerance = NULL_TOLERANCE[used_precision]
     p_value, z, null_mean, null_std = _summary(observed, null, tolerance)
 
@@ -217,9 +259,13 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
     return NullResult(metric=name, observed=observed, null=null, p_value=p_value, z=z, null_mean=null_mean,
                       null_std=null_std, n_pairs=n, n_permutations=int(n_permutations), seed=int(seed),
                       details=details, flags=tuple(flags), method=used_method, device=used_device,
+                      backend=used_backend,
                       precision=used_precision, tolerance=tolerance)
 
 
 def default_threads() -> int:
-    """CPU threads the null may use: torch's setting (which follows OMP_NUM_THREADS) or the CPU count."""
-    return torch.get_num_threads() or os.cpu_count() or 1
+    """CPU threads the null may use: OMP_NUM_THREADS when set, else the CPUs this process may run on."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -345,7 +345,7 @@ def _field(corr: Any, name: str, dtype) -> np.ndarray:
 def _eligible_and_excluded(corr: Any, side: str, best_partner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Latents that took part in the correlation, and those its min_active rule excluded.
 
-    Uses `used_*`/`subset_*` of a `featsim.correlate.CorrelationResult`; without them (a hand-built
+    Uses `used_*`/`subset_*` of a `featsim.correlation_result.CorrelationResult`; without them (a hand-built
     result) a partner index of -1 marks an excluded latent.
     """
     if hasattr(corr, f"used_{side}"):
@@ -367,7 +367,7 @@ def pair(
     top_tokens_a: Sequence[Sequence[int | str]] | None = None,
     top_tokens_b: Sequence[Sequence[int | str]] | None = None,
 ) -> Pairs:
-    """Pair the latents of a correlation result (`featsim.correlate.CorrelationResult`) by `strategy`.
+    """Pair the latents of a correlation result (`featsim.correlation_result.CorrelationResult`) by `strategy`.
 
     `min_corr`: keep pairs with correlation strictly above it (None: no threshold; `hungarian` always
     requires > 0). `junk_a`/`junk_b`: bool [d_sae] masks (or `JunkFlags`, which also lets the
@@ -611,7 +611,7 @@ def write_pairs(
     """
     import pandas as pd
 
-    from featsim.correlate import open_correlation
+    from featsim.correlation_result import open_correlation
     from featsim.provenance import make_provenance, write_json, write_parquet
     from featsim.stores import open_store
 
