@@ -90,6 +90,9 @@ def heavy_runtime(wildcards, attempt):
     return config["resources"]["runtime"] * attempt
 
 
+SPLIT = {"heldout_fraction": config["data"]["heldout_fraction"], "seed": config["data"]["seed"]}
+"""The held-out split (featsim.split): labels read the held-out token sequences, correlations the rest."""
+
 GPUS = config["resources"]["gpu"]
 HEAVY_THREADS = config["resources"]["threads"]
 
@@ -175,6 +178,7 @@ def semantic_cell_inputs(cmp):
             "decoder_a": [f"results/{wc.exp}/saes/{a}/L{la}/decoder.npy" for la, _ in cells],
             "decoder_b": [f"results/{wc.exp}/saes/{b}/L{lb}/decoder.npy" for _, lb in cells],
             "concept": CONCEPTS[wc.concept],
+            "tokens": f"results/{wc.exp}/tokens.zarr",  # the held-out split of its rows
             "junk_tokens": [junk] if isinstance(junk, str) else [],  # a junk file is an input: edits rebuild
         }
 

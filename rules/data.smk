@@ -10,7 +10,7 @@ rule tokens:
     log:
         "results/{exp}/logs/tokens/tokens.log",
     params:
-        data=config["data"],
+        data={key: value for key, value in config["data"].items() if key != "heldout_fraction"},  # split: later
         models=tokenizer_models(),
         legacy={"keep_special_tokens": config["legacy"]["keep_special_tokens"]},
     threads: 1

@@ -1,4 +1,5 @@
-# Labels: per latent its firing count, mean activations and top-k activating positions with token, word and context.
+# Labels: per latent its firing count, mean activations and top-k activating positions with token, word and context,
+# over the held-out token sequences when data.heldout_fraction > 0 (featsim.split).
 
 
 rule labels:
@@ -11,6 +12,7 @@ rule labels:
         "results/{exp}/logs/labels/{model}/L{layer}.log",
     params:
         labels=lambda wc: config["labels"],
+        split=SPLIT,
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,

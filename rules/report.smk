@@ -226,6 +226,7 @@ rule browser:
         labels_b=labels_for("b"),
         codes_a=codes_for("a"),
         codes_b=codes_for("b"),
+        tokens="results/{exp}/tokens.zarr",  # the held-out split: the scatter shows the pairing tokens
     output:
         html=report("results/{exp}/browser/{cmp}/{pairing}/A{la}_B{lb}.html", caption="../workflow/report/browser.rst",
                     category=_COMPARISON, subcategory="{pairing}: pair browser",
@@ -239,6 +240,7 @@ rule browser:
     log:
         "results/{exp}/logs/browser/{cmp}/{pairing}/A{la}_B{lb}.log",
     params:
+        split=SPLIT,
         browser=lambda wc: {key: config["report"][key] for key in ("browser_pairs", "scatter_pairs")},
         comparison=lambda wc: config["comparisons"][wc.cmp],
     threads: 1

@@ -46,6 +46,7 @@ for _cmp in COMPARISONS:
             metrics=SEMANTIC_METRICS,
             variant=lambda wc: config["pairings"][wc.pairing],
             correlation=lambda wc: config["correlation"],
+            split=SPLIT,
             min_latents=lambda wc: config["semantic"]["min_latents"],
             null=lambda wc: config["null"],
             options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in SEMANTIC_METRICS},

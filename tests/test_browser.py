@@ -108,6 +108,27 @@ def test_build_browser_writes_page_and_scatter(stores):
     assert sorted(p.name for p in (path / "out").iterdir()) == ["A0_B1.html", "A0_B1.scatter.png"]
 
 
+def test_browser_scatter_uses_only_the_given_rows(stores, monkeypatch):
+    path, codes_a, codes_b = stores
+    pd.DataFrame({"a": [5], "b": [3], "corr": [1.0]}).to_parquet(path / "pairs.parquet")
+    _labels(D_A, "A").to_parquet(path / "labels_a.parquet")
+    _labels(D_B, "B").to_parquet(path / "labels_b.parquet")
+    drawn = {}
+
+    def recording_scatter(values_a, values_b, pairs, title, seed=0):
+        drawn["shape"] = values_a.shape
+        drawn["values"] = values_a[:, 0].copy()
+        return scatter_figure(values_a, values_b, pairs, title, seed)
+
+    monkeypatch.setattr("featsim.browser.scatter_figure", recording_scatter)
+    rows = np.arange(N_TOKENS) % 3 == 0
+    build_browser(path / "pairs.parquet", path / "labels_a.parquet", path / "labels_b.parquet",
+                  open_codes(path / "a.zarr"), open_codes(path / "b.zarr"), path / "p.html", path / "p.png",
+                  BrowserSettings(browser_pairs=1, scatter_pairs=1), "rows", rows=rows)
+    assert drawn["shape"] == (rows.sum(), 1)
+    np.testing.assert_array_equal(drawn["values"], codes_a[rows, 5])
+
+
 def test_settings_from_report_config():
     assert BrowserSettings.from_config({"browser_pairs": 7, "scatter_pairs": 2, "null_histograms": 4}) == \
         BrowserSettings(browser_pairs=7, scatter_pairs=2)

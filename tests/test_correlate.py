@@ -278,7 +278,7 @@ def test_correlate_code_stores_records_provenance(codes_pair, tmp_path):
     attrs = open_store(tmp_path / "c.zarr", kind="correlation").attrs
     from featsim.provenance import config_hash
 
-    assert attrs["config_hash"] == config_hash(slice_) and attrs["n_tokens"] == 500
+    assert attrs["config_hash"] == config_hash({"correlation": slice_, "split": {}}) and attrs["n_tokens"] == 500
     assert (attrs["model_a"], attrs["layer_b"], attrs["codes_a_config_hash"]) == ("A", 1, "codes-a")
     assert open_correlation(tmp_path / "c.zarr").top_k == 2
 

@@ -1,6 +1,6 @@
 """The report stage as a workflow: rules/report.smk on synthetic upstream files, then `snakemake --report`.
 
-Upstream targets (scores, pairs, semantic scores, labels, codes) are written here as plain files, so
+Upstream targets (scores, pairs, semantic scores, labels, codes, tokens) are written here as plain files, so
 Snakemake treats them as sources and runs only the report stage's rules and scripts.
 """
 
@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import yaml
 from synthetic_results import write_pairs, write_scores, write_semantic
 
-from featsim.stores import write_codes
+from featsim.stores import write_codes, write_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +61,9 @@ def workdir(tmp_path_factory):
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     rng = np.random.default_rng(0)
+    n_sequences = 20  # N_TOKENS unmasked positions: the browser reads the held-out split from them
+    write_tokens(root / "tokens.zarr", rng.integers(0, 50, (n_sequences, N_TOKENS // n_sequences)).astype(np.int32),
+                 np.ones((n_sequences, N_TOKENS // n_sequences), dtype=bool), {"vocab_hash": "synthetic"})
     for model in "ABC":
         codes = sp.random(N_TOKENS, D_SAE, density=0.1, random_state=rng, format="csr", dtype=np.float32)
         write_codes(root / "codes" / model / "L0.zarr", codes, {"model": model, "layer": 0})

@@ -114,6 +114,26 @@ def test_e2e_stores_and_scores_carry_provenance(e2e):
     assert len(null) == score["n_permutations"]
 
 
+def test_e2e_labels_and_correlations_read_disjoint_sequences(e2e):
+    from featsim.provenance import read_parquet_provenance
+    from featsim.split import heldout_sequences
+    from featsim.stores import open_store, open_tokens
+
+    workdir, config = e2e
+    results = workdir / "results" / "e2e"
+    tokens = open_tokens(results / "tokens.zarr")
+    labels = pd.read_parquet(results / "labels" / "A" / "L1.parquet")
+    split = read_parquet_provenance(results / "labels" / "A" / "L1.parquet")["split"]
+    corr = open_store(results / "corr" / "main" / "A1_B1.zarr", kind="correlation").attrs
+    fraction = config["data"].get("heldout_fraction", 0.2)
+    assert split["heldout_fraction"] == fraction > 0
+    assert split["n_label_rows"] + corr["n_tokens"] == tokens.n_unmasked
+    assert corr["split"]["n_pair_rows"] == corr["n_tokens"]
+    heldout = heldout_sequences(tokens.n_sequences, fraction, config["data"].get("seed", 0))
+    positions = np.concatenate([np.asarray(p, dtype=np.int64) for p in labels["top_positions"]])
+    assert heldout[positions // tokens.context_length].all()
+
+
 def test_e2e_report_renders(e2e):
     workdir, config = e2e
     report = workdir / "report.html"
@@ -141,6 +161,20 @@ def test_e2e_editing_a_junk_list_rebuilds_only_that_variant(e2e):
     assert any(path.startswith("pairs/main/mutual/") for path in changed)
     assert not any(path.startswith(("pairs/main/one_to_one/", "scores/main/one_to_one/", "codes/", "corr/"))
                    for path in changed)
+
+
+def test_e2e_changing_the_heldout_split_replans_labels_and_correlations_only(e2e):
+    workdir, _ = e2e
+    _settled_mtimes(workdir)
+    edited = yaml.safe_load((workdir / "config.yaml").read_text())
+    edited["data"]["heldout_fraction"] = 0.3
+    (workdir / "split.yaml").write_text(yaml.safe_dump(edited))
+    result = snakemake(workdir, "--configfile", str(workdir / "split.yaml"), "-n", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    planned = rules_run(result)
+    assert {"labels", "correlate", "pair", "score", "concept_members"} <= planned
+    assert not planned & {"toy_corpus", "toy_lm", "toy_sae", "tokens", "codes"}
+    assert not any(rule.startswith("activations_") for rule in planned)
 
 
 def test_e2e_editing_a_concept_file_rebuilds_only_that_concept(e2e):

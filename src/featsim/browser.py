@@ -211,15 +211,18 @@ words in similar contexts. {html.escape(note)}</p>
 
 def build_browser(pairs_path: str | os.PathLike, labels_a_path: str | os.PathLike, labels_b_path: str | os.PathLike,
                   codes_a, codes_b, html_path: str | os.PathLike, scatter_path: str | os.PathLike,
-                  settings: BrowserSettings, title: str) -> pd.DataFrame:
+                  settings: BrowserSettings, title: str, rows: np.ndarray | None = None) -> pd.DataFrame:
     """Write one layer pair's browser page and scatter PNG; returns the pairs listed.
 
-    `codes_a`/`codes_b` are code stores (featsim.stores.open_codes) of the two sides at this layer pair.
+    `codes_a`/`codes_b` are code stores (featsim.stores.open_codes) of the two sides at this layer pair;
+    `rows` (bool mask) restricts the scatter to the tokens the pairs were correlated on.
     """
     pairs = pd.read_parquet(pairs_path)
     listed = top_pairs(pairs, settings.browser_pairs)
     scattered = listed.head(settings.scatter_pairs)
     values_a, values_b = pair_activations(codes_a, codes_b, scattered["a"].tolist(), scattered["b"].tolist())
+    if rows is not None:
+        values_a, values_b = values_a[rows], values_b[rows]
     figure = scatter_figure(values_a, values_b, scattered, f"{title}: activation scatter of the top pairs")
     save_figure(figure, scatter_path)
     labels_a = labels_index(pd.read_parquet(labels_a_path), str(labels_a_path))

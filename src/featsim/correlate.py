@@ -160,10 +160,26 @@ def _subset_mask(latents: Sequence[int] | np.ndarray | None, width: int, name: s
     return mask
 
 
+def _select_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                 rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR arrays of the rows where the bool mask `rows` is True."""
+    if rows.shape != (indptr.size - 1,) or rows.dtype != bool:
+        raise ValueError(f"rows must be a bool mask over the {indptr.size - 1} token rows, got {rows.dtype} "
+                         f"{rows.shape}")
+    counts = np.diff(indptr)
+    keep_entries = np.repeat(rows, counts)
+    selected = np.zeros(int(rows.sum()) + 1, np.int64)
+    np.cumsum(counts[rows], out=selected[1:])
+    return selected, indices[keep_entries], values[keep_entries]
+
+
 def _load_side(codes: Any, latents: Any, min_active: int, value_dtype: np.dtype, name: str,
-               by_latent: bool) -> _Side:
-    """Read codes, compute per-latent stats, keep the latents that take part (CSR, or CSC if by_latent)."""
+               by_latent: bool, rows: np.ndarray | None = None) -> _Side:
+    """Read codes (only `rows`, when given), compute per-latent stats, keep the latents that take part
+    (CSR, or CSC if by_latent)."""
     indptr, indices, values, width = _read_csr(codes, value_dtype)
+    if rows is not None:
+        indptr, indices, values = _select_rows(indptr, indices, values, rows)
     n_tokens = indptr.size - 1
     n_active, mean, std = kernel.column_stats(indices, values, width, n_tokens)
     subset = _subset_mask(latents, width, name)
@@ -428,7 +444,7 @@ def _to_original(raw_values: np.ndarray, raw_indices: np.ndarray, partner_ids: n
 def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: int = 1, device: str = "auto",
                     latents_a: Sequence[int] | np.ndarray | None = None,
                     latents_b: Sequence[int] | np.ndarray | None = None,
-                    block_latents: int = 4096) -> CorrelationResult:
+                    block_latents: int = 4096, rows: np.ndarray | None = None) -> CorrelationResult:
     """Exact Pearson correlation of A and B latents over the shared token rows; top-k partners both ways.
 
     `codes_a` / `codes_b`: scipy.sparse (or dense) matrices [tokens, latents] with the same token rows, or
@@ -436,7 +452,8 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
     to subsets (results keep the original numbering). `device`: auto (the engine estimated fastest, see
     `_choose_engine`) | cpu (sparse numba kernel) | cuda[:N] (dense torch tiles) | dense-cpu (the dense
     arithmetic on CPU tensors: faster than the sparse kernel for dense codes).
-    `block_latents`: B latents per tile on the dense path.
+    `block_latents`: B latents per tile on the dense path. `rows`: a bool mask over the token rows to
+    correlate over (e.g. `featsim.split.TokenSplit.pair_rows`); default all.
     """
     if top_k < 1:
         raise ConfigError("correlation.top_k", f"must be >= 1, got {top_k}")
@@ -452,8 +469,12 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
         raise ValueError("codes hold no token rows: nothing to correlate")
     started = time.perf_counter()
     value_dtype = np.promote_types(_value_dtype(codes_a), _value_dtype(codes_b))
-    side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False)
-    side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True)
+    if rows is not None:
+        rows = np.asarray(rows)
+        if not rows.any():
+            raise ValueError("rows selects no token row: nothing to correlate")
+    side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False, rows=rows)
+    side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True, rows=rows)
     loaded = time.perf_counter()
     _warn_if_ill_conditioned(side_a, side_b)
     engine, torch_device = _choose_engine(device, side_a, side_b, block_latents)
@@ -480,15 +501,28 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
 
 def correlate_code_stores(codes_a_path: str | os.PathLike, codes_b_path: str | os.PathLike,
                           output: str | os.PathLike, correlation_config: dict | None,
-                          ids: dict | None = None) -> CorrelationResult:
-    """The `correlate` rule: correlate two code stores and write the correlation store with provenance."""
+                          ids: dict | None = None, tokens_path: str | os.PathLike | None = None,
+                          split_config: dict | None = None) -> CorrelationResult:
+    """The `correlate` rule: correlate two code stores and write the correlation store with provenance.
+
+    With `tokens_path` and `split_config` ({heldout_fraction, seed}) only the pairing rows of the
+    held-out split are correlated (featsim.split)."""
     from featsim.provenance import make_provenance
+    from featsim.split import split_of_tokens_store
+    from featsim.stores import open_tokens
 
     cfg = CorrelationConfig.from_dict(correlation_config)
     codes_a, codes_b = open_codes(codes_a_path), open_codes(codes_b_path)
+    split = None
+    if tokens_path is not None and split_config is not None:
+        split = split_of_tokens_store(open_tokens(tokens_path), float(split_config["heldout_fraction"]),
+                                      int(split_config["seed"]))
     result = max_correlation(codes_a, codes_b, top_k=cfg.top_k, min_active=cfg.min_active, device=cfg.device,
-                             block_latents=cfg.block_latents)
-    provenance = make_provenance(correlation_config or {}, **(ids or {}), n_tokens=result.n_tokens,
+                             block_latents=cfg.block_latents,
+                             rows=None if split is None or split.heldout_fraction == 0 else split.pair_rows)
+    provenance = make_provenance({"correlation": correlation_config or {}, "split": split_config or {}},
+                                 **(ids or {}), n_tokens=result.n_tokens,
+                                 split=split.describe() if split is not None else None,
                                  codes_a=str(codes_a_path), codes_b=str(codes_b_path),
                                  codes_a_config_hash=codes_a.attrs.get("config_hash"),
                                  codes_b_config_hash=codes_b.attrs.get("config_hash"))

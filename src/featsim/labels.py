@@ -129,7 +129,7 @@ class RunningTopK:
 
 def _chunk_rows(codes) -> int:
     """Rows per chunk so that a chunk holds about CHUNK_ENTRIES stored entries."""
-    per_row = max(codes.nnz / max(codes.n_tokens, 1), 1.0)
+    per_row = max(codes.nnz / max(codes.shape[0], 1), 1.0)
     return int(max(256, min(CHUNK_ENTRIES / per_row, 1 << 20)))
 
 
@@ -146,11 +146,19 @@ def _iter_code_chunks(codes, rows: int) -> Iterator[tuple[int, sp.csr_matrix]]:
             yield start, matrix[start:start + rows]
 
 
-def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress: bool = True) -> LatentStats:
-    """Stream `codes` ([n_tokens, d_sae] code store or matrix) once: counts, means, max, top-k rows."""
+def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress: bool = True,
+                 rows: np.ndarray | None = None) -> LatentStats:
+    """Stream `codes` ([n_tokens, d_sae] code store or matrix) once: counts, means, max, top-k rows.
+
+    `rows`: a bool mask over the token rows to describe (e.g. the held-out rows of featsim.split);
+    statistics are over those rows only, and top rows keep their code-store numbering."""
     if not hasattr(codes, "iter_chunks"):
         codes = sp.csr_matrix(codes)
     n_tokens, d_sae = codes.shape
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.shape != (n_tokens,) or rows.dtype != bool:
+            raise ValueError(f"rows must be a bool mask over the {n_tokens} token rows, got {rows.dtype} {rows.shape}")
     rows_per_chunk = rows_per_chunk or _chunk_rows(codes)
     running = RunningTopK(d_sae, top_k)
     n_active = np.zeros(d_sae, dtype=np.int64)
@@ -161,17 +169,22 @@ def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress:
     chunks = _iter_code_chunks(codes, rows_per_chunk)
     total = -(-n_tokens // rows_per_chunk)
     for start, chunk in tqdm(chunks, total=total, desc="labels: top-k", unit="chunk", disable=not progress):
+        row_ids = np.arange(start, start + chunk.shape[0], dtype=np.int64)
+        if rows is not None:
+            keep = rows[start:start + chunk.shape[0]]
+            chunk, row_ids = chunk[keep], row_ids[keep]
         columns = chunk.indices.astype(np.int64)  # [nnz]
         values = chunk.data.astype(np.float32)  # [nnz]
-        rows = np.repeat(np.arange(start, start + chunk.shape[0], dtype=np.int64), np.diff(chunk.indptr))
+        entry_rows = np.repeat(row_ids, np.diff(chunk.indptr))
         firing = values > 0
         n_stored += np.bincount(columns, minlength=d_sae)
         n_active += np.bincount(columns[firing], minlength=d_sae)
         sum_all += np.bincount(columns, weights=values, minlength=d_sae)
         sum_active += np.bincount(columns[firing], weights=values[firing], minlength=d_sae)
         np.maximum.at(max_stored, columns, values)
-        running.add(columns, values, rows)
+        running.add(columns, values, entry_rows)
     running.merge()
+    n_tokens = int(rows.sum()) if rows is not None else n_tokens
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_active = np.where(n_active > 0, sum_active / n_active, np.nan)
     # Unstored entries are zeros: they count towards the max wherever a latent has one.
@@ -387,15 +400,17 @@ def labels_table(stats: LatentStats, unmasked_positions: np.ndarray, flat_tokens
     })
 
 
-def label_latents(codes, tokens, tokenizer, config: LabelsConfig, progress: bool = True) -> pd.DataFrame:
-    """Labels of every latent of a code store (`featsim.stores.CodesStore`) over its tokens store."""
+def label_latents(codes, tokens, tokenizer, config: LabelsConfig, progress: bool = True,
+                  rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Labels of every latent of a code store (`featsim.stores.CodesStore`) over its tokens store
+    (over the code rows where the bool mask `rows` is True, when given)."""
     positions = tokens.unmasked_positions()
     if len(positions) != codes.n_tokens:
         raise ValueError(
             f"code store {getattr(codes, 'path', '')} has {codes.n_tokens} rows but tokens store "
             f"{getattr(tokens, 'path', '')} has {len(positions)} unmasked positions; rebuild the codes"
         )
-    stats = latent_stats(codes, config.top_k, progress=progress)
+    stats = latent_stats(codes, config.top_k, progress=progress, rows=rows)
     flat_tokens = np.asarray(tokens.tokens[...]).reshape(-1).astype(np.int64)
     flat_mask = np.asarray(tokens.mask[...]).reshape(-1).astype(bool)
     return labels_table(stats, positions, flat_tokens, flat_mask, tokens.context_length, tokenizer,
@@ -403,24 +418,33 @@ def label_latents(codes, tokens, tokenizer, config: LabelsConfig, progress: bool
 
 
 def write_labels(codes_path: str | os.PathLike, tokens_path: str | os.PathLike, out_path: str | os.PathLike,
-                 config: LabelsConfig, ids: dict | None = None, tokenizer=None) -> pd.DataFrame:
-    """The `labels` target: compute labels and write them (atomic parquet with provenance)."""
+                 config: LabelsConfig, ids: dict | None = None, tokenizer=None,
+                 split_config: dict | None = None) -> pd.DataFrame:
+    """The `labels` target: compute labels and write them (atomic parquet with provenance).
+
+    `split_config` ({heldout_fraction, seed}): label on the held-out rows only (featsim.split)."""
     from featsim.provenance import make_provenance, write_parquet
+    from featsim.split import split_of_tokens_store
     from featsim.stores import open_codes, open_tokens
 
     codes = open_codes(codes_path)
     tokens = open_tokens(tokens_path)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokens.attrs, str(tokens_path))
-    table = label_latents(codes, tokens, tokenizer, config)
+    split = None
+    if split_config is not None:
+        split = split_of_tokens_store(tokens, float(split_config["heldout_fraction"]), int(split_config["seed"]))
+    rows = None if split is None or split.heldout_fraction == 0 else split.label_rows
+    table = label_latents(codes, tokens, tokenizer, config, rows=rows)
     provenance = make_provenance(
-        {"labels": asdict(config)},
+        {"labels": asdict(config), "split": split_config or {}},
+        split=split.describe() if split is not None else None,
         kind="labels",
         top_k=config.top_k,
         context_window=config.context_window,
         codes=str(codes_path),
         codes_config_hash=codes.attrs.get("config_hash"),
         tokens_config_hash=tokens.attrs.get("config_hash"),
-        n_tokens=codes.n_tokens,
+        n_tokens=int(rows.sum()) if rows is not None else codes.n_tokens,
         d_sae=codes.d_sae,
         **(ids or {}),
     )

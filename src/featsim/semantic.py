@@ -170,12 +170,13 @@ def _not_scored(reason: str, info: dict) -> ConceptPairs:
 def concept_pairs(codes_a, codes_b, members_a: pd.DataFrame, members_b: pd.DataFrame, variant, *,
                   top_k: int, min_active: int, min_latents: int, device: str = "auto", block_latents: int = 4096,
                   labels_a: pd.DataFrame | None = None, labels_b: pd.DataFrame | None = None,
-                  key: str = "semantic.pairing") -> ConceptPairs:
+                  key: str = "semantic.pairing", rows: np.ndarray | None = None) -> ConceptPairs:
     """Correlate the concept latents of A and B (only those), pair them with `variant`, tag keywords.
 
     `variant` is a `featsim.pairing.PairingVariant`; `labels_*` are needed when it filters junk
     latents or requires a shared top token. Fewer than `min_latents` concept latents on a side, or
-    fewer than `min_latents` pairs, gives a not-scored result with the reason.
+    fewer than `min_latents` pairs, gives a not-scored result with the reason. `rows`: the token rows
+    to correlate over (the pairing part of a held-out split), default all.
     """
     from featsim.correlate import max_correlation
     from featsim.pairing import pair_variant
@@ -188,7 +189,7 @@ def concept_pairs(codes_a, codes_b, members_a: pd.DataFrame, members_b: pd.DataF
         return _not_scored(f"too few concept latents: A has {len(latents_a)}, B has {len(latents_b)}, "
                            f"semantic.min_latents is {min_latents}", info)
     corr = max_correlation(codes_a, codes_b, top_k=top_k, min_active=min_active, device=device,
-                           latents_a=latents_a, latents_b=latents_b, block_latents=block_latents)
+                           latents_a=latents_a, latents_b=latents_b, block_latents=block_latents, rows=rows)
     info.update({"n_used_a": int(corr.used_a.sum()), "n_used_b": int(corr.used_b.sum()),
                  "n_tokens": int(corr.n_tokens)})
     pairs = pair_variant(corr, variant, labels_a, labels_b, key=key)
@@ -386,7 +387,7 @@ def _concept_record(concept: Concept) -> dict:
 
 def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_path, out_path, variant_config: dict,
                         correlation_config: dict, min_latents: int, pairing: str, labels_a_path=None,
-                        labels_b_path=None, ids: dict | None = None) -> ConceptPairs:
+                        labels_b_path=None, ids: dict | None = None, split=None) -> ConceptPairs:
     """The `concept_pairs` target: pairs inside one concept for one layer cell; status and reason in provenance."""
     from featsim.correlate import CorrelationConfig
     from featsim.pairing import PairingVariant
@@ -402,10 +403,11 @@ def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_pa
     result = concept_pairs(open_codes(codes_a_path), open_codes(codes_b_path), pd.read_parquet(members_a_path),
                            pd.read_parquet(members_b_path), variant, top_k=correlation.top_k,
                            min_active=correlation.min_active, min_latents=min_latents, device=correlation.device,
-                           block_latents=correlation.block_latents, labels_a=labels_a, labels_b=labels_b, key=key)
+                           block_latents=correlation.block_latents, labels_a=labels_a, labels_b=labels_b, key=key,
+                           rows=split.pair_rows if split is not None and split.heldout_fraction > 0 else None)
     provenance = make_provenance({"pairing": variant_config, "correlation": correlation_config,
                                   "min_latents": min_latents}, kind="concept_pairs", **(ids or {}),
-                                 semantic=result.info)
+                                 semantic=result.info, split=split.describe() if split is not None else None)
     write_parquet(out_path, result.table, provenance)
     return result
 
@@ -504,18 +506,27 @@ class ConceptCell:
 
 def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_config: dict, correlation_config: dict,
                         min_latents: int, null_config: dict, metric_options: dict, pairing: str,
-                        identity: dict, threads: int | None = None) -> list[dict]:
+                        identity: dict, threads: int | None = None, tokens_path=None,
+                        split_config: dict | None = None) -> list[dict]:
     """The `semantic_<cmp>` rule: pair and score one concept in every layer cell of one comparison.
 
     One job per (comparison, concept, pairing) keeps the toy run's process count small; each cell is
     computed exactly as a single-cell job would (the seed depends on the cell, not on the job).
+    With `tokens_path` and `split_config`, concept latents are correlated on the pairing rows only.
     """
+    split = None
+    if tokens_path is not None and split_config is not None:
+        from featsim.split import split_of_tokens_store
+        from featsim.stores import open_tokens
+
+        split = split_of_tokens_store(open_tokens(tokens_path), float(split_config["heldout_fraction"]),
+                                      int(split_config["seed"]))
     records = []
     for cell in cells:
         cell_identity = {**identity, "layer_a": cell.layer_a, "layer_b": cell.layer_b}
         write_concept_pairs(cell.codes_a, cell.codes_b, cell.members_a, cell.members_b, cell.pairs, variant_config,
                             correlation_config, min_latents, pairing, labels_a_path=cell.labels_a,
-                            labels_b_path=cell.labels_b, ids=cell_identity)
+                            labels_b_path=cell.labels_b, ids=cell_identity, split=split)
         for metric, (json_path, null_path) in cell.scores.items():
             record = write_concept_score(cell.pairs, cell.decoder_a, cell.decoder_b, concept_path, json_path,
                                          null_path, metric, null_config, metric_options.get(metric) or {},

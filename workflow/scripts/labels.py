@@ -13,6 +13,7 @@ wc = sm.wildcards
 config = LabelsConfig.from_config(sm.params.labels)
 log.info("labels of %s layer %s: %s", wc.model, wc.layer, config)
 table = write_labels(sm.input.codes, sm.input.tokens, sm.output.labels, config,
-                     ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)})
+                     ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)},
+                     split_config=dict(sm.params.split))
 alive = int((table["n_active"] > 0).sum())
 log.info("%d latents, %d fire at least once; wrote %s", len(table), alive, sm.output.labels)

@@ -24,7 +24,8 @@ records = score_concept_cells(
     cells, inputs.concept, variant_config=dict(sm.params.variant), correlation_config=dict(sm.params.correlation),
     min_latents=int(sm.params.min_latents), null_config=dict(sm.params.null), metric_options=dict(sm.params.options),
     pairing=wc.pairing, identity={"experiment": wc.exp, "comparison": sm.params.comparison, "concept": wc.concept,
-                                  "pairing": wc.pairing}, threads=sm.threads)
+                                  "pairing": wc.pairing}, threads=sm.threads,
+    tokens_path=inputs.tokens, split_config=dict(sm.params.split))
 for record in records:
     log.info("concept %s %s A%s/B%s: %s n=%s observed=%s p=%s flags=%s", wc.concept, record.get("metric"),
              record.get("layer_a"), record.get("layer_b"), record["status"], record.get("n_pairs"),
