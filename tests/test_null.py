@@ -80,6 +80,17 @@ def test_rsa_kernel_is_exact_for_any_chunk_and_engine():
     np.testing.assert_allclose(fast_small.scores(perms), fast.scores(perms), rtol=0, atol=1e-6)
 
 
+def test_numpy_rsa_cross_terms_stay_exact_beyond_float64_integers():
+    rng = np.random.default_rng(11)
+    upper = np.triu(rng.integers(2**25, 2**26, (12, 12)), 1)
+    ranks = (upper + upper.T).astype(np.int32)  # sums ~1e17 > 2^53: float64 would round, int64 does not
+    kernel = kernels.RankCrossKernel(ranks, ranks[::-1, ::-1].copy(), 1.0, kernels.NumpyBackend(), engine="numpy")
+    perms = next(permutation_batches(12, 6, 0, 6))
+    brute = [sum(int(ranks[i, j]) * int(kernel.ranks_b[p[i], p[j]]) for i in range(12) for j in range(i + 1, 12))
+             for p in perms]
+    np.testing.assert_array_equal(kernel.scores(perms), np.array(brute, dtype=np.float64))
+
+
 @pytest.mark.parametrize("name", ["svcca", "procrustes", "cka", "cka_unbiased", "rsa", "mutual_knn"])
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("d_a, d_b", [(7, 9), (9, 6)])

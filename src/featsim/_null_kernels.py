@@ -319,10 +319,13 @@ class RankCrossKernel:
         return _rank_kernels.rank_cross_terms(self.ranks_a, self.ranks_b, perms, inverses, chunk) / self.norm
 
     def _scores_numpy(self, perms: np.ndarray) -> np.ndarray:
-        """Whole permuted rank matrices: int64 products of int32 ranks (exact), or float64 products."""
-        wide = np.int64 if self.precision == "float64" else np.float64
-        permuted = self.ranks_b[perms[:, :, None], perms[:, None, :]]  # [batch, n, n]
-        cross = np.einsum("ij,bij->b", self.ranks_a.astype(wide), permuted.astype(wide))
+        """Whole permuted rank matrices dotted with A's ranks: a float64 BLAS product, exact for integer
+        ranks while every partial sum stays below 2^53, else exact int64 products."""
+        n = self.n_pairs
+        largest = float(np.abs(self.ranks_a).max()) * float(np.abs(self.ranks_b).max()) * n * n
+        wide = np.float64 if self.precision == "float32" or largest < 2.0**53 else np.int64
+        permuted = self.ranks_b[perms[:, :, None], perms[:, None, :]].reshape(len(perms), n * n)  # [batch, n^2]
+        cross = permuted.astype(wide) @ self.ranks_a.reshape(n * n).astype(wide)
         return cross.astype(np.float64) / 2.0 / self.norm
 
     def _scores_torch(self, perms: np.ndarray) -> np.ndarray:

@@ -581,7 +581,7 @@ def pairs_comparison_figure(summaries: Mapping[str, pd.DataFrame], pairing: str,
     return figure
 
 
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
     """Write a figure as PNG atomically (one draw: the constrained layout keeps every label inside)."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
