@@ -179,11 +179,13 @@ def test_nearly_constant_latents_are_warned_about(caplog):
     assert "nearly constant" in caplog.text
 
 
-def test_latent_subsets_keep_original_numbering(codes_pair):
+@pytest.mark.parametrize("device", ["cpu", "auto"])  # the sparse kernel, and auto's numpy subset engine
+def test_latent_subsets_keep_original_numbering(codes_pair, device):
     codes_a, codes_b = codes_pair
     subset_a, subset_b = np.array([30, 1, 3, 17, 22, 8]), np.array([50, 2, 11, 40, 7])
-    result = max_correlation(codes_a, codes_b, top_k=3, min_active=3, device="cpu",
+    result = max_correlation(codes_a, codes_b, top_k=3, min_active=3, device=device,
                              latents_a=subset_a, latents_b=subset_b)
+    assert result.engine == ("sparse-cpu" if device == "cpu" else "subset-numpy")
     corr, used_a, used_b = oracle(codes_a, codes_b, min_active=3)
     in_a = np.isin(np.arange(37), subset_a)
     in_b = np.isin(np.arange(53), subset_b)
@@ -300,3 +302,19 @@ def test_invalid_inputs_name_the_problem(codes_pair):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             max_correlation(codes_a, codes_b, device="cuda")
+
+
+def test_subset_engine_equals_the_sparse_kernel_on_code_stores_and_rows(codes_pair, tmp_path):
+    codes_a, codes_b = codes_pair
+    write_codes(tmp_path / "a.zarr", codes_a, {})
+    write_codes(tmp_path / "b.zarr", codes_b, {})
+    rows = np.random.default_rng(4).random(codes_a.shape[0]) > 0.25
+    subsets = {"latents_a": np.arange(0, 37, 2), "latents_b": np.arange(1, 53, 3)}
+    numpy_engine = max_correlation(open_codes(tmp_path / "a.zarr"), open_codes(tmp_path / "b.zarr"), top_k=4,
+                                   min_active=2, rows=rows, **subsets)
+    sparse_engine = max_correlation(codes_a, codes_b, top_k=4, min_active=2, device="cpu", rows=rows, **subsets)
+    assert numpy_engine.engine == "subset-numpy" and sparse_engine.engine == "sparse-cpu"
+    for name in ARRAY_FIELDS:
+        np.testing.assert_allclose(getattr(numpy_engine, name), getattr(sparse_engine, name), rtol=0, atol=1e-12,
+                                   err_msg=name)
+    assert numpy_engine.n_tokens == sparse_engine.n_tokens == rows.sum()

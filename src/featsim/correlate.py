@@ -54,6 +54,9 @@ DENSE_CPU_FLOPS_PER_THREAD = 2.5e10
 DENSE_CPU_SECONDS_PER_ENTRY = 1.5e-7
 DENSE_CPU_BYTES_PER_ENTRY = 48
 DENSE_CPU_MAX_BYTES = 4 << 30
+SUBSET_NUMPY_MAX_LATENTS = 512
+"""`auto` correlates latent subsets of at most this many latents per side (concept subspaces) densely in
+numpy: loading the compiled sparse kernels costs ~2 s a process, far more than such a product."""
 ILL_CONDITIONED = 1e6  # |mean_a / std_a| * |mean_b / std_b| above which a warning is logged (see Precision)
 
 
@@ -198,6 +201,69 @@ def _load_side(codes: Any, latents: Any, min_active: int, value_dtype: np.dtype,
         pointers = np.empty(n_tokens + 1, np.int64)
         kernel.compact_csr(indptr, indices, values, column_map, pointers, positions, kept_values)
     return _Side(pointers, positions, kept_values, n_tokens, n_active, mean, std, subset, used, used_ids)
+
+
+def _column_stats_numpy(indices: np.ndarray, values: np.ndarray, width: int, n_rows: int):
+    """`_correlate_kernel.column_stats` in numpy: nonzero count, mean and two-pass population std."""
+    nonzero = values != 0
+    columns, entries = indices[nonzero], values[nonzero].astype(np.float64)
+    counts = np.bincount(columns, minlength=width).astype(np.int64)
+    means = np.bincount(columns, weights=entries, minlength=width) / n_rows
+    centred = np.bincount(columns, weights=(entries - means[columns]) ** 2, minlength=width)
+    centred += (n_rows - counts) * means * means
+    return counts, means, np.sqrt(centred / n_rows)
+
+
+def _load_subset_side(codes: Any, latents: Any, min_active: int, value_dtype: np.dtype, name: str,
+                      rows: np.ndarray | None) -> tuple[_Side, np.ndarray]:
+    """A side for the subset engine (scipy and numpy only) and its used latents densified [tokens, n_used]."""
+    if isinstance(codes, CodesStore):
+        matrix = sp.vstack(list(codes.iter_chunks(STREAM_CHUNK_ROWS)), format="csr")
+    else:
+        matrix = sp.csr_matrix(codes)
+    matrix = sp.csr_matrix(matrix, dtype=value_dtype)
+    matrix.sum_duplicates()
+    if rows is not None:
+        if rows.shape != (matrix.shape[0],) or rows.dtype != bool:
+            raise ValueError(f"rows must be a bool mask over the {matrix.shape[0]} token rows, got {rows.dtype} "
+                             f"{rows.shape}")
+        matrix = matrix[rows]
+    n_tokens, width = matrix.shape
+    n_active, mean, std = _column_stats_numpy(matrix.indices, matrix.data, width, n_tokens)
+    subset = _subset_mask(latents, width, name)
+    used = subset & (n_active >= min_active) & (std > 0)
+    used_ids = np.flatnonzero(used)
+    dense = matrix[:, used_ids].toarray().astype(np.float64)
+    empty = np.empty(0, np.int64)
+    return _Side(empty, empty.astype(np.int32), empty.astype(value_dtype), n_tokens, n_active, mean, std, subset,
+                 used, used_ids), dense
+
+
+def _top_k_rows(corr: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of corr [rows, cols]: the top_k rows by (value desc, row asc), padded -inf / EMPTY_INDEX."""
+    n_rows, n_cols = corr.shape
+    order = np.lexsort((np.broadcast_to(np.arange(n_rows)[:, None], corr.shape), -corr), axis=0)[:top_k]
+    values = np.full((n_cols, top_k), -np.inf)
+    indices = np.full((n_cols, top_k), kernel.EMPTY_INDEX, dtype=np.int64)
+    values[:, :order.shape[0]] = np.take_along_axis(corr, order, axis=0).T
+    indices[:, :order.shape[0]] = order.T
+    return values, indices
+
+
+def _subset_partners(dense_a: np.ndarray, dense_b: np.ndarray, side_a: _Side, side_b: _Side,
+                     top_k: int) -> _RawPartners:
+    """Subset engine: Pearson of the densified used latents as one float64 product of z-scores."""
+    z_a = (dense_a - side_a.mean[side_a.used_ids]) / side_a.std[side_a.used_ids]
+    z_b = (dense_b - side_b.mean[side_b.used_ids]) / side_b.std[side_b.used_ids]
+    corr = z_a.T @ z_b / side_a.n_tokens  # [n_used_a, n_used_b]
+    values_b, indices_b = _top_k_rows(corr, top_k)
+    values_a, indices_a = _top_k_rows(corr.T, top_k)
+    return _RawPartners(values_b, indices_b, values_a, indices_a)
+
+
+def _is_small_subset(device: str, latents_a: Any, latents_b: Any) -> bool:
+    return (device == "auto" and latents_a is not None and latents_b is not None
+            and max(len(latents_a), len(latents_b)) <= SUBSET_NUMPY_MAX_LATENTS)
 
 
 # ---------------------------------------------------------------- engines
@@ -450,7 +516,8 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
     `codes_a` / `codes_b`: scipy.sparse (or dense) matrices [tokens, latents] with the same token rows, or
     `featsim.stores.CodesStore`s (streamed chunk by chunk). `latents_a` / `latents_b` restrict both sides
     to subsets (results keep the original numbering). `device`: auto (the engine estimated fastest, see
-    `_choose_engine`) | cpu (sparse numba kernel) | cuda[:N] (dense torch tiles) | dense-cpu (the dense
+    `_choose_engine`; latent subsets of at most SUBSET_NUMPY_MAX_LATENTS per side are correlated densely
+    in numpy) | cpu (sparse numba kernel) | cuda[:N] (dense torch tiles) | dense-cpu (the dense
     arithmetic on CPU tensors: faster than the sparse kernel for dense codes).
     `block_latents`: B latents per tile on the dense path. `rows`: a bool mask over the token rows to
     correlate over (e.g. `featsim.split.TokenSplit.pair_rows`); default all.
@@ -473,13 +540,20 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
         rows = np.asarray(rows)
         if not rows.any():
             raise ValueError("rows selects no token row: nothing to correlate")
-    side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False, rows=rows)
-    side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True, rows=rows)
+    if _is_small_subset(device, latents_a, latents_b):
+        side_a, dense_a = _load_subset_side(codes_a, latents_a, min_active, value_dtype, "latents_a", rows)
+        side_b, dense_b = _load_subset_side(codes_b, latents_b, min_active, value_dtype, "latents_b", rows)
+        engine, torch_device = "subset-numpy", None
+    else:
+        side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False, rows=rows)
+        side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True, rows=rows)
+        engine, torch_device = _choose_engine(device, side_a, side_b, block_latents)
     loaded = time.perf_counter()
     _warn_if_ill_conditioned(side_a, side_b)
-    engine, torch_device = _choose_engine(device, side_a, side_b, block_latents)
     if side_a.n_used == 0 or side_b.n_used == 0:
         raw = _RawPartners.empty(side_a.n_used, side_b.n_used, top_k)
+    elif engine == "subset-numpy":
+        raw = _subset_partners(dense_a, dense_b, side_a, side_b, top_k)
     elif engine == "sparse-cpu":
         raw = _sparse_partners(side_a, side_b, top_k)
     else:
