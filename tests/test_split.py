@@ -36,8 +36,10 @@ def test_rows_follow_their_sequence():
     np.testing.assert_array_equal(split.pair_rows, ~split.label_rows)
     assert split.describe()["n_heldout_sequences"] == 5
     assert split.describe()["n_pair_rows"] + split.describe()["n_label_rows"] == positions.size
+    np.testing.assert_array_equal(split.pair_selection, split.pair_rows)
     same = token_split(positions, context_length, n_sequences, 0.0, seed=1)
     assert same.pair_rows.all() and same.label_rows.all()  # the study's choice: every row for both
+    assert same.pair_selection is None and same.label_selection is None  # readers skip the row selection
 
 
 def test_correlation_over_pair_rows_equals_correlating_those_rows():
@@ -81,4 +83,4 @@ def test_labels_come_from_heldout_sequences_only(tmp_path, word_tokenizer):  # n
     provenance = read_parquet_provenance(out)
     assert provenance["split"]["n_heldout_sequences"] == 1
     assert provenance["n_tokens"] == provenance["split"]["n_label_rows"] < tokens.n_unmasked
-    assert isinstance(pd.read_parquet(out), pd.DataFrame)
+    assert pd.read_parquet(out)["latent"].tolist() == table["latent"].tolist() == list(range(6))

@@ -257,7 +257,8 @@ def prepare_subspace(name: str, X: np.ndarray, Y: np.ndarray, options: dict, bac
                                denominator=m.procrustes_norm(scores_a, scores_b)))
     if name == "cka":
         return (m.cka_result(scores_a, scores_b),
-                SubspaceKernel(factors_a, factors_b, "cka", chosen, backend, denominator=m.cka_denominator(scores_a, scores_b)))
+                SubspaceKernel(factors_a, factors_b, "cka", chosen, backend,
+                               denominator=m.cka_denominator(scores_a, scores_b)))
     if name == "cka_unbiased":
         return (m.cka_unbiased_result(scores_a, scores_b),
                 SubspaceKernel(factors_a, factors_b, "cka_unbiased", chosen, backend,

@@ -163,12 +163,15 @@ def _subset_mask(latents: Sequence[int] | np.ndarray | None, width: int, name: s
     return mask
 
 
+def _check_rows(rows: np.ndarray, n_tokens: int) -> None:
+    if rows.shape != (n_tokens,) or rows.dtype != bool:
+        raise ValueError(f"rows must be a bool mask over the {n_tokens} token rows, got {rows.dtype} {rows.shape}")
+
+
 def _select_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CSR arrays of the rows where the bool mask `rows` is True."""
-    if rows.shape != (indptr.size - 1,) or rows.dtype != bool:
-        raise ValueError(f"rows must be a bool mask over the {indptr.size - 1} token rows, got {rows.dtype} "
-                         f"{rows.shape}")
+    _check_rows(rows, indptr.size - 1)
     counts = np.diff(indptr)
     keep_entries = np.repeat(rows, counts)
     selected = np.zeros(int(rows.sum()) + 1, np.int64)
@@ -224,9 +227,7 @@ def _load_subset_side(codes: Any, latents: Any, min_active: int, value_dtype: np
     matrix = sp.csr_matrix(matrix, dtype=value_dtype)
     matrix.sum_duplicates()
     if rows is not None:
-        if rows.shape != (matrix.shape[0],) or rows.dtype != bool:
-            raise ValueError(f"rows must be a bool mask over the {matrix.shape[0]} token rows, got {rows.dtype} "
-                             f"{rows.shape}")
+        _check_rows(rows, matrix.shape[0])
         matrix = matrix[rows]
     n_tokens, width = matrix.shape
     n_active, mean, std = _column_stats_numpy(matrix.indices, matrix.data, width, n_tokens)
@@ -582,18 +583,13 @@ def correlate_code_stores(codes_a_path: str | os.PathLike, codes_b_path: str | o
     With `tokens_path` and `split_config` ({heldout_fraction, seed}) only the pairing rows of the
     held-out split are correlated (featsim.split)."""
     from featsim.provenance import make_provenance
-    from featsim.split import split_of_tokens_store
-    from featsim.stores import open_tokens
+    from featsim.split import load_split
 
     cfg = CorrelationConfig.from_dict(correlation_config)
     codes_a, codes_b = open_codes(codes_a_path), open_codes(codes_b_path)
-    split = None
-    if tokens_path is not None and split_config is not None:
-        split = split_of_tokens_store(open_tokens(tokens_path), float(split_config["heldout_fraction"]),
-                                      int(split_config["seed"]))
+    split = load_split(tokens_path, split_config) if tokens_path is not None else None
     result = max_correlation(codes_a, codes_b, top_k=cfg.top_k, min_active=cfg.min_active, device=cfg.device,
-                             block_latents=cfg.block_latents,
-                             rows=None if split is None or split.heldout_fraction == 0 else split.pair_rows)
+                             block_latents=cfg.block_latents, rows=split.pair_selection if split else None)
     provenance = make_provenance({"correlation": correlation_config or {}, "split": split_config or {}},
                                  **(ids or {}), n_tokens=result.n_tokens,
                                  split=split.describe() if split is not None else None,

@@ -424,16 +424,14 @@ def write_labels(codes_path: str | os.PathLike, tokens_path: str | os.PathLike, 
 
     `split_config` ({heldout_fraction, seed}): label on the held-out rows only (featsim.split)."""
     from featsim.provenance import make_provenance, write_parquet
-    from featsim.split import split_of_tokens_store
+    from featsim.split import load_split
     from featsim.stores import open_codes, open_tokens
 
     codes = open_codes(codes_path)
     tokens = open_tokens(tokens_path)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokens.attrs, str(tokens_path))
-    split = None
-    if split_config is not None:
-        split = split_of_tokens_store(tokens, float(split_config["heldout_fraction"]), int(split_config["seed"]))
-    rows = None if split is None or split.heldout_fraction == 0 else split.label_rows
+    split = load_split(tokens, split_config)
+    rows = split.label_selection if split else None
     table = label_latents(codes, tokens, tokenizer, config, rows=rows)
     provenance = make_provenance(
         {"labels": asdict(config), "split": split_config or {}},

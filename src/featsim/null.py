@@ -67,8 +67,8 @@ class NullResult:
             "metric": self.metric, "observed": self.observed, "null_mean": self.null_mean,
             "null_std": self.null_std, "p_value": self.p_value, "z": self.z, "n_pairs": self.n_pairs,
             "n_permutations": self.n_permutations, "seed": self.seed, **self.details,
-            "flags": list(self.flags), "null_method": self.method, "null_device": self.device, "null_backend": self.backend,
-            "null_precision": self.precision, "null_tolerance": self.tolerance,
+            "flags": list(self.flags), "null_method": self.method, "null_device": self.device,
+            "null_backend": self.backend, "null_precision": self.precision, "null_tolerance": self.tolerance,
         }
 
 

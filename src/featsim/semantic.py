@@ -404,7 +404,7 @@ def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_pa
                            pd.read_parquet(members_b_path), variant, top_k=correlation.top_k,
                            min_active=correlation.min_active, min_latents=min_latents, device=correlation.device,
                            block_latents=correlation.block_latents, labels_a=labels_a, labels_b=labels_b, key=key,
-                           rows=split.pair_rows if split is not None and split.heldout_fraction > 0 else None)
+                           rows=split.pair_selection if split is not None else None)
     provenance = make_provenance({"pairing": variant_config, "correlation": correlation_config,
                                   "min_latents": min_latents}, kind="concept_pairs", **(ids or {}),
                                  semantic=result.info, split=split.describe() if split is not None else None)
@@ -514,13 +514,9 @@ def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_confi
     computed exactly as a single-cell job would (the seed depends on the cell, not on the job).
     With `tokens_path` and `split_config`, concept latents are correlated on the pairing rows only.
     """
-    split = None
-    if tokens_path is not None and split_config is not None:
-        from featsim.split import split_of_tokens_store
-        from featsim.stores import open_tokens
+    from featsim.split import load_split
 
-        split = split_of_tokens_store(open_tokens(tokens_path), float(split_config["heldout_fraction"]),
-                                      int(split_config["seed"]))
+    split = load_split(tokens_path, split_config) if tokens_path is not None else None
     records = []
     for cell in cells:
         cell_identity = {**identity, "layer_a": cell.layer_a, "layer_b": cell.layer_b}

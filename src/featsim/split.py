@@ -10,6 +10,7 @@ study did.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,16 @@ class TokenSplit:
     heldout_fraction: float
     n_heldout_sequences: int
     n_sequences: int
+
+    @property
+    def pair_selection(self) -> np.ndarray | None:
+        """`pair_rows`, or None when nothing is held out (every row: no selection needed)."""
+        return self.pair_rows if self.heldout_fraction > 0 else None
+
+    @property
+    def label_selection(self) -> np.ndarray | None:
+        """`label_rows`, or None when nothing is held out."""
+        return self.label_rows if self.heldout_fraction > 0 else None
 
     def describe(self) -> dict:
         """JSON-ready record for provenance."""
@@ -70,3 +81,15 @@ def token_split(unmasked_positions: np.ndarray, context_length: int, n_sequences
 def split_of_tokens_store(tokens, fraction: float, seed: int) -> TokenSplit:
     """`token_split` of an open `featsim.stores.TokenStore`."""
     return token_split(tokens.unmasked_positions(), tokens.context_length, tokens.n_sequences, fraction, seed)
+
+
+def load_split(tokens, split_config: dict | None) -> TokenSplit | None:
+    """The split a rule's `split` params ({heldout_fraction, seed}) define over a tokens store (a path or an
+    open `featsim.stores.TokenStore`); None without params (every row, as before the split existed)."""
+    if split_config is None:
+        return None
+    if isinstance(tokens, (str, os.PathLike)):
+        from featsim.stores import open_tokens
+
+        tokens = open_tokens(tokens)
+    return split_of_tokens_store(tokens, float(split_config["heldout_fraction"]), int(split_config["seed"]))

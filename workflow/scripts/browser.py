@@ -4,8 +4,8 @@ import logging
 
 from featsim.browser import BrowserSettings, build_browser
 from featsim.rulelog import rule_log
-from featsim.split import split_of_tokens_store
-from featsim.stores import open_codes, open_tokens
+from featsim.split import load_split
+from featsim.stores import open_codes
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -14,9 +14,8 @@ log = logging.getLogger("browser")
 wc = sm.wildcards
 entry = sm.params.comparison
 title = f"{wc.cmp} / {wc.pairing}: {entry['a']} layer {wc.la} vs {entry['b']} layer {wc.lb}"
-split = split_of_tokens_store(open_tokens(sm.input.tokens), float(sm.params.split["heldout_fraction"]),
-                              int(sm.params.split["seed"]))
+split = load_split(sm.input.tokens, dict(sm.params.split))
 listed = build_browser(sm.input.pairs, sm.input.labels_a, sm.input.labels_b, open_codes(sm.input.codes_a),
                        open_codes(sm.input.codes_b), sm.output.html, sm.output.scatter,
-                       BrowserSettings.from_config(sm.params.browser), title, rows=split.pair_rows)
+                       BrowserSettings.from_config(sm.params.browser), title, rows=split.pair_selection)
 log.info("%s: listed %d pairs", title, len(listed))
