@@ -5,13 +5,25 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+import os
+
+# envs/featsim.post-deploy.sh installs featsim from this checkout into a conda-deployed environment.
+os.environ["FEATSIM_WORKFLOW_DIR"] = str(Path(workflow.basedir).resolve())
+
 # `--configfile X` is the whole experiment; the embedded toy default is loaded only without one.
 if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config.yaml"
 
-from featsim.config import load_schema, validate_config
+import sys
 
-validate_config(config, load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+from featsim.config import load_schema
+from featsim.preflight import check_workflow_config
+
+# Schema, then every check knowable before a job (the same as `featsim validate`): a typo stops the run
+# here, before Snakemake deletes or silently keeps an output.
+check_workflow_config(config, workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"],
+                      load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"),
+                      workflow.basedir, warn=lambda line: print(f"featsim: {line}", file=sys.stderr))
 
 report: "workflow/report/workflow.rst"
 
@@ -25,6 +37,8 @@ include: "rules/correlate.smk"
 include: "rules/pairing.smk"
 include: "rules/scoring.smk"
 include: "rules/semantic.smk"
+include: "rules/steering.smk"
+include: "rules/concepts.smk"
 include: "rules/report.smk"
 
 

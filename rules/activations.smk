@@ -28,7 +28,7 @@ for _owner in activation_owners(config):
         resources:
             mem_mb=heavy_mem_mb,
             runtime=heavy_runtime,
-            gpu=gpu_request(_owner),
+            **gpu_job_resources(gpu_request(_owner)),
         conda:
             "../envs/featsim.yaml"
         script:
@@ -54,7 +54,7 @@ rule codes:
     resources:
         mem_mb=heavy_mem_mb,
         runtime=heavy_runtime,
-        gpu=lambda wc: gpu_request(wc.model),
+        **codes_gpu_resources(),
     conda:
         "../envs/featsim.yaml"
     script:

@@ -3,7 +3,7 @@ import glob as _glob
 from pathlib import Path as _Path
 
 from featsim.activations import activation_layers, activation_owner, activation_owners, activation_users
-from featsim.concepts import concept_paths, load_concepts
+from featsim.concepts import concept_paths, concept_root
 from featsim.config import comparison_layers, lm_owner, semantic_metrics, semantic_pairing
 from featsim.config import lm_owner as _lm_owner_of
 
@@ -103,16 +103,13 @@ def concept_files():
     Patterns are relative to the working directory, or to the workflow when they match nothing there.
     """
     patterns = config["semantic"]["concepts"]
-    root = _Path.cwd()
-    if any(not _Path(p).is_absolute() and not _glob.glob(p) for p in patterns):
-        root = _Path(workflow.basedir)
-    load_concepts(patterns, root)
+    root = concept_root(patterns, _Path.cwd(), workflow.basedir)
     return {concept: str(path) for concept, path in concept_paths(patterns, root).items()}
 
 
 CONCEPTS = concept_files()
 SEMANTIC_PAIRING = semantic_pairing(config)
-PRIMARY_PAIRING = next(iter(PAIRINGS))
+PRIMARY_PAIRING = SEMANTIC_PAIRING
 SEMANTIC_METRICS = semantic_metrics(config)
 
 
@@ -143,7 +140,7 @@ def all_targets():
         for cmp in COMPARISONS:
             targets.append(f"results/{EXP}/summary/{cmp}/{pairing}.csv")
             targets.append(f"results/{EXP}/figures/{cmp}/{pairing}/pairs_n.png")
-            if pairing == PRIMARY_PAIRING:  # the pair browser shows the primary (first) pairing variant
+            if pairing == PRIMARY_PAIRING:  # the pair browser shows the semantic (primary) pairing variant
                 targets += [f"results/{EXP}/browser/{cmp}/{pairing}/A{la}_B{lb}.html" for la, lb in layer_pairs(cmp)]
     if CONCEPTS:
         sp = SEMANTIC_PAIRING
@@ -153,6 +150,8 @@ def all_targets():
             targets += [f"results/{EXP}/figures/{cmp}/{sp}/semantic_{metric}.png" for metric in SEMANTIC_METRICS]
         if config["data"]["source"] == "toy":
             targets += [f"results/{EXP}/semantic/accuracy/{model}/L{layer}.json" for model, layer in MEMBER_LAYERS]
+        targets += concept_evidence_targets(EXP)
+        targets += steering_targets(EXP)
     return targets
 
 
@@ -220,8 +219,41 @@ def acts_store(exp, model, layer):
 
 
 def gpu_request(model):
-    """GPUs for a model's GPU-capable jobs: resources.gpu unless the entry is pinned to the CPU."""
-    return 0 if MODELS[model]["device"] == "cpu" else GPUS
+    """GPUs for a model's GPU-capable jobs: resources.gpu unless the entry is pinned to the CPU (at least one
+    when it is pinned to cuda, which cannot run without)."""
+    return device_gpus(MODELS[model]["device"])
+
+
+def device_gpus(device):
+    """GPUs a job on `device` (auto, cpu, cuda) requests: none on cpu, resources.gpu on auto, >= 1 on cuda."""
+    return {"cpu": 0, "cuda": max(GPUS, 1)}.get(device, GPUS)
+
+
+def gpu_job_resources(gpus):
+    """Placement of a GPU-capable job: with GPUs, their count and resources.gpu_partition (what the SLURM
+    executor turns into --gpus and -p); without, no GPU and resources.cpu_partition, or nothing, so the
+    profile's default partition applies."""
+    if gpus:
+        return {"gpu": gpus, "slurm_partition": config["resources"]["gpu_partition"]}
+    cpu_partition = config["resources"]["cpu_partition"]
+    return {"slurm_partition": cpu_partition} if cpu_partition else {}
+
+
+def cuda_pinned_resources(*devices):
+    """Placement of a CPU-first job (score, semantic): a GPU only when one of its device settings is cuda;
+    on auto it stays where CPU rules go (nulls and concept subsets are CPU work; a GPU there is optional)."""
+    return gpu_job_resources(device_gpus("cuda")) if "cuda" in devices else {}
+
+
+def codes_gpu_resources():
+    """Placement of `codes` jobs (one rule for every model): fixed when all models agree; per model when some
+    are pinned to the CPU (those jobs then go to resources.cpu_partition, or the cluster's default partition:
+    a resource set per job cannot fall back to the profile's default)."""
+    requests = {gpu_request(model) for model in MODELS}
+    if len(requests) == 1:
+        return gpu_job_resources(requests.pop())
+    return {"gpu": lambda wc: gpu_request(wc.model),
+            "slurm_partition": lambda wc: gpu_job_resources(gpu_request(wc.model)).get("slurm_partition")}
 
 
 def lm_dirs(exp, model):
@@ -278,3 +310,95 @@ def tokenizer_models():
     """The LM slices that define each model's tokenizer (what the shared-tokenizer check reads)."""
     return {name: ({"lm": entry["lm"]} if "lm" in entry else {"lm_from": entry["lm_from"]})
             for name, entry in MODELS.items()}
+
+
+# ---------------------------------------------------------------- concept evidence (rules/concepts.smk)
+
+
+CONTRASTS = {cmp: list(entry.get("contrast") or []) for cmp, entry in COMPARISONS.items()}
+"""Comparison -> the comparisons it is tested against (config comparisons.<name>.contrast)."""
+
+
+def concept_label_files(exp):
+    """Concept labels of every (model, layer) a comparison reads, in MEMBER_LAYERS order."""
+    return [f"results/{exp}/concepts/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS]
+
+
+def concept_evidence_targets(exp):
+    """Concept agreement and contrast tables of every pairing variant, and the shared-concepts answer."""
+    targets = [f"results/{exp}/summary/{table}_{pairing}.csv" for pairing in PAIRINGS
+               for table in ("concept_agreement", "contrasts")]
+    return targets + [f"results/{exp}/summary/shared_concepts.csv", f"results/{exp}/summary/shared_concepts.html"]
+
+
+def did_comparisons():
+    """Comparisons whose best correlations a contrast reads (X and Y of a contrast sharing side A)."""
+    return sorted({name for x, others in CONTRASTS.items() for y in others
+                   if cmp_model(x, "a") == cmp_model(y, "a") for name in (x, y)})
+
+
+def evidence_comparisons():
+    """The comparison slice the concept evidence depends on: sides, layers, cells and contrasts."""
+    return {cmp: {"a": cmp_model(cmp, "a"), "b": cmp_model(cmp, "b"), "layers_a": cmp_layers(cmp, "a"),
+                  "layers_b": cmp_layers(cmp, "b"), "cells": [list(cell) for cell in layer_pairs(cmp)],
+                  "contrast": CONTRASTS[cmp]} for cmp in COMPARISONS}
+
+
+def concept_evidence_inputs(wc):
+    """Input function of `concept_evidence`: concept labels, pairs of every comparison (`pairs__<cmp>`) and the
+    correlation stores the difference-in-differences reads (`corr__<cmp>`), each in layer_pairs order."""
+    inputs = {"labels": concept_label_files(wc.exp)}
+    for cmp in COMPARISONS:
+        inputs[f"pairs__{cmp}"] = pairs_files(wc.exp, cmp, wc.pairing)
+    for cmp in did_comparisons():
+        inputs[f"corr__{cmp}"] = [f"results/{wc.exp}/corr/{cmp}/A{la}_B{lb}.zarr" for la, lb in layer_pairs(cmp)]
+    return inputs
+
+
+# ---------------------------------------------------------------- steering (rules/steering.smk)
+
+
+STEERING = config["steering"]  # checked at start-up (featsim.preflight.check_steering)
+STEERING_CONCEPTS = sorted(STEERING["concepts"] or CONCEPTS)
+
+
+def steering_cells(cmp):
+    """Layer cells a comparison is steered in (steering.layer_pairs, default every cell), in layer_pairs order."""
+    chosen = STEERING["layer_pairs"]
+    return [cell for cell in layer_pairs(cmp) if chosen is None or list(cell) in [list(c) for c in chosen]]
+
+
+def steering_side(model):
+    """What the steering job needs to load a model entry's LM (its lm_from owner's LM)."""
+    owner = lm_entry(model)
+    return {"model": model, "lm_owner": owner, "lm": MODELS[owner]["lm"], "dtype": MODELS[model]["dtype"]}
+
+
+def steering_inputs(cmp):
+    """Input function of `steering_<cmp>`: per-cell lists in steering_cells order; concept tables cell-major."""
+    a, b = cmp_model(cmp, "a"), cmp_model(cmp, "b")
+
+    def inputs(wc):
+        cells = steering_cells(cmp)
+        return {
+            "tokens": f"results/{wc.exp}/tokens.zarr",
+            "lm": list(dict.fromkeys(lm_dirs(wc.exp, a) + lm_dirs(wc.exp, b))),
+            "decoder_a": [f"results/{wc.exp}/saes/{a}/L{la}/decoder.npy" for la, _ in cells],
+            "decoder_b": [f"results/{wc.exp}/saes/{b}/L{lb}/decoder.npy" for _, lb in cells],
+            "meta_a": [f"results/{wc.exp}/saes/{a}/L{la}/meta.json" for la, _ in cells],
+            "meta_b": [f"results/{wc.exp}/saes/{b}/L{lb}/meta.json" for _, lb in cells],
+            "pairs": [f"results/{wc.exp}/pairs/{cmp}/{SEMANTIC_PAIRING}/A{la}_B{lb}.parquet" for la, lb in cells],
+            # concept latents of A (featsim.steering_transfer.concept_latents): the semantic members for now
+            "members": [f"results/{wc.exp}/semantic/members/{a}/L{la}/{c}.parquet" for la, _ in cells
+                        for c in STEERING_CONCEPTS],
+            "concept_files": [CONCEPTS[c] for c in STEERING_CONCEPTS],
+        }
+
+    return inputs
+
+
+def steering_targets(exp):
+    """Summary tables and figures of every steered comparison."""
+    return [path for cmp in STEERING["comparisons"] for path in (
+        f"results/{exp}/summary/steering_{cmp}.csv", f"results/{exp}/summary/steering_{cmp}_specificity.csv",
+        f"results/{exp}/figures/{cmp}/steering_effects.png", f"results/{exp}/figures/{cmp}/steering_matrix.png")]

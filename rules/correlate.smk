@@ -19,7 +19,7 @@ rule correlate:
     resources:
         mem_mb=heavy_mem_mb,
         runtime=heavy_runtime,
-        gpu=0 if config["correlation"]["device"] == "cpu" else GPUS,
+        **gpu_job_resources(device_gpus(config["correlation"]["device"])),
     conda:
         "../envs/featsim.yaml"
     script:

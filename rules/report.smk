@@ -27,6 +27,7 @@ rule summary:
         "results/{exp}/logs/summary/{cmp}/{pairing}.log",
     params:
         correction=lambda wc: config["correction"],
+        alpha=lambda wc: config["alpha"],
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -54,6 +55,7 @@ rule semantic_summary:
         "results/{exp}/logs/semantic_summary/{cmp}/{pairing}.log",
     params:
         correction=lambda wc: config["correction"],
+        alpha=lambda wc: config["alpha"],
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,

@@ -18,10 +18,12 @@ rule score:
         null=lambda wc: config["null"],
         metrics=METRICS,
         options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in METRICS},
+        alpha=lambda wc: config["alpha"],
     threads: HEAVY_THREADS
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+        **cuda_pinned_resources(config["null"]["device"]),
     conda:
         "../envs/featsim.yaml"
     script:

@@ -50,10 +50,12 @@ for _cmp in COMPARISONS:
             min_latents=lambda wc: config["semantic"]["min_latents"],
             null=lambda wc: config["null"],
             options=lambda wc: {metric: config["metric_options"].get(metric) or {} for metric in SEMANTIC_METRICS},
+            alpha=lambda wc: config["alpha"],
         threads: HEAVY_THREADS
         resources:
             mem_mb=lambda wc, attempt: 4000 * attempt,
             runtime=lambda wc, attempt: 60 * attempt,
+            **cuda_pinned_resources(config["null"]["device"], config["correlation"]["device"]),
         conda:
             "../envs/featsim.yaml"
         script:

@@ -72,3 +72,11 @@ def test_comparison_layers_subset(base):
 def test_experiment_configs_validate(repo):
     for path in sorted((repo / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_validated_config_has_one_key_order_whatever_order_it_was_written_in(repo):
+    config = load_config(repo / "config.yaml")
+    reordered = yaml.safe_load(yaml.safe_dump(config, sort_keys=True))
+    reordered = {key: reordered[key] for key in reversed(list(reordered))}
+    assert repr(validate_config(reordered)) == repr(config)
+    assert list(config["models"]) == sorted(config["models"])

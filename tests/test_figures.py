@@ -123,13 +123,24 @@ def test_semantic_grid_is_concept_by_layer_pair(synthetic):
     for i, concept in enumerate(["animal", "color", "month"]):
         for j, cell in enumerate(cells):
             row = rows.loc[(concept, cell)]
-            if row["status"] == "scored":
+            if row["status"] in ("scored", "underpowered"):  # underpowered cells keep their values
                 assert observed.get_array()[i, j] == pytest.approx(row["observed"])
                 assert z_values.get_array()[i, j] == pytest.approx(row["z"])
             else:
                 assert observed.get_array().mask[i, j]
             assert n_pairs.get_array()[i, j] == row["n_pairs"]
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["animal", "color", "month"]
+    # 17 cells with p >= 1/200 in one Holm family: p_min_adjusted = 17/200 >= 0.05, so every one is underpowered
+    assert rows["status"].value_counts().to_dict() == {"underpowered": 17, "not_scored": 1}
+    panels = [ax for ax in figure.axes if ax.get_images()]  # the three grids, not their colourbars
+    for ax in panels[:2]:  # observed and z panels: hatched, "u/p" under the value, never a star
+        assert len([patch for patch in ax.patches if patch.get_hatch()]) == 17
+        texts = [t.get_text() for t in ax.texts]
+        assert sum(text.endswith("\nu/p") for text in texts) == 17 and texts.count("n/s") == 1
+        assert not any("*" in text for text in texts)
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert any(text.startswith("u/p: underpowered") for text in legend)
+    assert any(text.startswith("n/s: not scored") for text in legend)
 
 
 def test_many_to_one_bars_equal_the_diagnostics(synthetic):
@@ -191,3 +202,27 @@ def test_scored_cell_without_finite_z_reads_na_not_not_scored(synthetic):
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert texts.count("n/a") == 1 and texts.count("n/s") == 0
     assert len(figures.select_null_cells(table[table["metric"] == "rsa"], 6)) == 6
+
+
+def test_underpowered_cell_is_hatched_and_never_marked_in_heatmaps_and_comparisons(synthetic):
+    table = synthetic["tables"]["main"].copy()
+    weak = (table["metric"] == "rsa") & (table["cell"] == "A1_B0")
+    table.loc[weak, ["status", "p_adjusted", "significant"]] = ["underpowered", 0.0001, False]  # tiny p: still no star
+    figure = figures.observed_heatmap(table, "rsa", LABELS)
+    ax = figure.axes[0]
+    (image,) = ax.get_images()
+    assert image.get_array()[LAYERS_B.index(0), LAYERS_A.index(1)] == pytest.approx(table.loc[weak, "observed"].iloc[0])
+    hatched = [patch for patch in ax.patches if patch.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_xy() == (LAYERS_A.index(1) - 0.5, LAYERS_B.index(0) - 0.5)
+    texts = [t.get_text() for t in ax.texts]
+    assert sum(text.endswith("\nu/p") for text in texts) == 1 and not any(text.endswith("u/p*") for text in texts)
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == [
+        "u/p: underpowered (cannot reach adjusted p < alpha)"]
+    assert figures.layer_grid(table[table["metric"] == "rsa"], "observed").marks[0, 1] == ""
+    # all-scored grids get no state legend
+    assert not figures.observed_heatmap(synthetic["tables"]["main"], "rsa", LABELS).legends
+    comparison = figures.comparison_figure({"main": table}, "rsa", "one_to_one")
+    squares = [line for line in comparison.axes[0].get_lines()
+               if line.get_marker() == "s" and len(line.get_xdata()) == 1]
+    assert len(squares) == 1 and squares[0].get_markerfacecolor() == "white"
+    assert sum(bool(bar.get_hatch()) for container in comparison.axes[1].containers for bar in container) == 1

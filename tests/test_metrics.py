@@ -1,5 +1,7 @@
 """Each metric against an independent textbook implementation, and every declared invariance."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -63,9 +65,23 @@ def oracle_pc1_correlation(X, Y):
     return abs(np.corrcoef(pc1_scores(X), pc1_scores(Y))[0, 1])
 
 
+def exact_cosine(a, b):
+    """Cosine of two vectors from exactly rounded sums (math.fsum): identical inputs give identical
+    values on every machine, unlike BLAS products whose rounding depends on kernel and alignment."""
+    return math.fsum(a * b) / math.sqrt(math.fsum(a * a) * math.fsum(b * b))
+
+
+def exact_pairwise(Z, centre):
+    """[n, n] matrix of pairwise cosines (Pearson r when `centre`), each pair from `exact_cosine`."""
+    if centre:
+        Z = np.array([row - math.fsum(row) / row.size for row in Z])
+    n = len(Z)
+    return np.array([[exact_cosine(Z[i], Z[j]) if i != j else 1.0 for j in range(n)] for i in range(n)])
+
+
 def oracle_rsa(X, Y):
-    upper_a = scipy.spatial.distance.squareform(np.corrcoef(X), checks=False)
-    upper_b = scipy.spatial.distance.squareform(np.corrcoef(Y), checks=False)
+    upper_a = scipy.spatial.distance.squareform(exact_pairwise(X, centre=True), checks=False)
+    upper_b = scipy.spatial.distance.squareform(exact_pairwise(Y, centre=True), checks=False)
     return scipy.stats.spearmanr(upper_a, upper_b).statistic
 
 
@@ -111,8 +127,7 @@ def oracle_procrustes(X, Y):
 
 def oracle_mutual_knn(X, Y, k=10):
     def neighbours(Z):
-        unit = Z / np.linalg.norm(Z, axis=1, keepdims=True)
-        similarity = unit @ unit.T
+        similarity = exact_pairwise(Z, centre=False)
         return [set(sorted((j for j in range(len(Z)) if j != i), key=lambda j: (-similarity[i, j], j))[:k])
                 for i in range(len(Z))]
 
@@ -171,6 +186,46 @@ def test_rsa_averages_tied_ranks_like_spearmanr():
     X = base[[0, 1, 2, 3, 3, 3, 4, 5, 6, 6, 7, 8]]  # duplicated rows (many-to-1 pairs) tie at r = 1
     Y = rng.standard_normal((12, 5))
     assert METRICS["rsa"](X, Y) == pytest.approx(oracle_rsa(X, Y), rel=1e-10)
+
+
+def many_to_one_rows(n_distinct=40, n_rows=300, d=24, seed=11):
+    """Decoder rows as a many-to-1 pairing produces them: few distinct rows, each repeated, shuffled."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_distinct, d))
+    return base[rng.integers(0, n_distinct, n_rows)]
+
+
+def misaligned_copy(X, offset=1):
+    """The same values at a different memory offset (BLAS/SIMD kernels may round differently there)."""
+    buffer = np.empty(X.size + offset)
+    view = buffer[offset:].reshape(X.shape)
+    view[...] = X
+    return view
+
+
+def test_identical_rows_tie_exactly_whatever_position_or_alignment():
+    from featsim.metrics import knn_indices, row_correlation_upper
+
+    X = many_to_one_rows()
+    _, group = np.unique(X, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    upper = row_correlation_upper(X)
+    i, j = np.triu_indices(X.shape[0], k=1)
+    key = np.minimum(group[i], group[j]) * 1000 + np.maximum(group[i], group[j])
+    for value in np.unique(key):  # one correlation value per pair of distinct rows, bit for bit
+        assert np.unique(upper[key == value]).size == 1
+    assert (upper[group[i] == group[j]] == 1.0).all()
+    np.testing.assert_array_equal(row_correlation_upper(misaligned_copy(X)), upper)
+    np.testing.assert_array_equal(knn_indices(misaligned_copy(X), 5)[0], knn_indices(X, 5)[0])
+    np.testing.assert_array_equal(knn_indices(X, 5, block_rows=7)[0], knn_indices(X, 5)[0])
+
+
+def test_rsa_and_mutual_knn_with_many_to_one_rows_match_exact_oracles():
+    X = many_to_one_rows(n_distinct=15, n_rows=45, d=8, seed=3)
+    Y = np.random.default_rng(4).standard_normal((45, 6))
+    assert METRICS["rsa"](X, Y) == pytest.approx(oracle_rsa(X, Y), rel=1e-10)
+    assert METRICS["rsa"](misaligned_copy(X), Y) == METRICS["rsa"](X, Y)
+    assert METRICS["mutual_knn"](X, Y, k=4) == pytest.approx(oracle_mutual_knn(X, Y, k=4), abs=1e-12)
 
 
 def test_doubled_average_ranks_match_scipy_rankdata():

@@ -1,7 +1,11 @@
 """Permutation null: fast kernels equal the plain loop, p-values are valid, multiple-testing adjustment."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.stats
 import torch
 from statsmodels.stats.multitest import multipletests
@@ -9,7 +13,8 @@ from statsmodels.stats.multitest import multipletests
 from featsim import _null_kernels as kernels
 from featsim.metrics import METRICS, DegenerateInputError
 from featsim.multiple_testing import adjust_pvalues
-from featsim.null import NULL_TOLERANCE, permutation_batches, permutation_test
+from featsim.null import NULL_TOLERANCE, permutation_batches, permutation_test, smallest_p
+from featsim.null import _summary as null_summary
 
 
 def related_pair(n=40, d_a=7, d_b=9, shared=3, noise=1.0, seed=0):
@@ -232,6 +237,93 @@ def test_torch_inputs_and_json_summary():
     summary = result.to_dict()
     assert summary["k_a"] == result.details["k_a"] and summary["n_permutations"] == 20
     assert "null" not in summary and summary["null_method"] == "fast"
+
+
+# ---------------------------------------------------------------- honest cells: exact nulls, floors, degenerate nulls
+
+
+@pytest.mark.parametrize("name", ["cka", "procrustes", "rsa", "svcca_legacy"])
+@pytest.mark.parametrize("n", [4, 5])
+def test_tiny_n_gives_the_exact_permutation_p_of_brute_force(name, n):
+    X, Y = related_pair(n=n, d_a=3, d_b=4, shared=1, noise=0.3, seed=n)
+    result = permutation_test(X, Y, name, 1000, seed=0, precision="float64", device="cpu")
+    # brute force over all n! orderings of Y's rows (the identity is the observed pairing)
+    every = np.array([METRICS[name](X, Y[list(order)]) for order in itertools.permutations(range(n))])
+    assert result.exact and result.n_permutations == math.factorial(n) - 1 == result.null.size
+    np.testing.assert_allclose(np.sort(result.null), np.sort(every[1:]), rtol=1e-9, atol=1e-12)
+    assert result.p_value == pytest.approx(np.mean(every >= every[0] - 1e-9))
+    assert result.p_min == pytest.approx(1 / math.factorial(n)) and result.p_value >= result.p_min
+    assert result.to_dict()["null_exact"] is True
+
+
+def test_exact_null_only_when_every_re_pairing_fits_in_m():
+    batches = list(permutation_batches(4, 23, seed=9, batch_size=5))  # 4! - 1 = 23: exact, seed unused
+    perms = np.concatenate(batches)
+    assert perms.shape == (23, 4) and len({tuple(row) for row in perms}) == 23
+    assert not (perms == np.arange(4)).all(axis=1).any()  # the observed pairing is never a null draw
+    random = np.concatenate(list(permutation_batches(4, 22, seed=9, batch_size=5)))  # 22 < 23: sampled
+    np.testing.assert_array_equal(random[0], np.random.default_rng(9).permutation(4))
+
+
+def test_smallest_attainable_p_is_max_of_the_two_floors_without_overflow():
+    assert smallest_p(3, 1000) == pytest.approx(1 / 6)
+    assert smallest_p(4, 1000) == pytest.approx(1 / 24)
+    assert smallest_p(7, 1000) == pytest.approx(1 / 1001)  # 7! = 5040 > 1001
+    assert smallest_p(100_000, 10_000) == pytest.approx(1 / 10_001)  # n! far beyond any float
+
+
+def test_constant_null_gives_no_z():
+    X, Y = related_pair(n=30)
+    # a statistic whose only variation across re-pairings is below float64 rounding tolerance (1e-9)
+    def nearly_constant(A, B):
+        return 0.5 + 1e-13 * float(B[0, 0])
+
+    result = permutation_test(X, Y, nearly_constant, 50, seed=0)
+    assert 0 < result.null_std < NULL_TOLERANCE["float64"]
+    assert np.isnan(result.z) and "null_sd_below_tolerance" in result.flags
+    assert result.p_value == 1.0  # every draw ties the observed value within tolerance
+    assert result.to_dict()["z"] != result.to_dict()["z"]  # NaN: written as JSON null
+
+
+def test_float32_rounding_spread_of_a_degenerate_svcca_null_gives_no_z():
+    # 6 pairs in 8 dims, all variance kept: both sides span the whole 5-dim centred space, so every
+    # re-pairing has mean canonical correlation exactly 1 (the issue's concept cells: observed = null = 1)
+    X, Y = related_pair(n=6, d_a=8, d_b=8, seed=4)
+    options = {"threshold": 1.0, "k": None}
+    observed, kernel = kernels.prepare("svcca", X, Y, options, kernels.NumpyBackend(), "float32")
+    perms = np.stack([np.random.default_rng(i).permutation(6) for i in range(200)])
+    null = kernel.scores(perms)
+    assert observed.score == pytest.approx(1.0) and np.abs(null - 1.0).max() < NULL_TOLERANCE["float32"]
+    p_value, z, null_mean, null_std = null_summary(observed.score, null, NULL_TOLERANCE["float32"])
+    assert np.isnan(z) and null_std < NULL_TOLERANCE["float32"] and p_value == 1.0
+    with pytest.raises(DegenerateInputError, match="k_a \\+ k_b") as error:  # the permutation test refuses it
+        permutation_test(X, Y, "svcca", 200, seed=0, options=options, precision="float32", device="cpu")
+    assert (error.value.details["k_a"], error.value.details["k_b"]) == (5, 5)
+
+
+@pytest.mark.parametrize("n, scored", [(3, False), (4, True)])
+def test_svcca_legacy_needs_two_components_below_n_minus_1(n, scored):
+    X, Y = related_pair(n=n, d_a=3, d_b=3, seed=1)
+    if scored:
+        assert permutation_test(X, Y, "svcca_legacy", 30, seed=0).details["k_a"] == 1
+    else:
+        with pytest.raises(DegenerateInputError, match="n - 1 = 2"):
+            permutation_test(X, Y, "svcca_legacy", 30, seed=0)
+
+
+def test_svcca_fixed_k_scores_small_subspaces():
+    X, Y = related_pair(n=12, d_a=10, d_b=10, seed=3)
+    with pytest.raises(DegenerateInputError):
+        permutation_test(X, Y, "svcca", 30, seed=0)  # 99% of the variance keeps ~10 components per side
+    result = permutation_test(X, Y, "svcca", 30, seed=0, options={"k": 2}, precision="float64")
+    assert (result.details["k_a"], result.details["k_b"], result.details["k"]) == (2, 2, 2)
+    # oracle: mean cosine of the principal angles between the top-2 centred principal subspaces
+    basis = lambda Z: np.linalg.svd(Z - Z.mean(axis=0), full_matrices=False)[0][:, :2]  # noqa: E731
+    expected = np.cos(scipy.linalg.subspace_angles(basis(X), basis(Y))).mean()
+    assert result.observed == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(result.null, naive_null(X, Y, "svcca", 30, 0, k=2), rtol=1e-9)
+    with pytest.raises(ValueError, match="metric_options.svcca.k"):
+        permutation_test(X, Y, "svcca", 30, options={"k": 0})
 
 
 # ---------------------------------------------------------------- multiple testing

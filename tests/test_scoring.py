@@ -37,7 +37,7 @@ def test_score_pairs_is_the_permutation_test_of_the_paired_rows():
     assert (record["k_a"], record["k_b"]) == (expected.details["k_a"], expected.details["k_b"])
     assert record["n_pairs"] == 30 and record["n_permutations"] == 50 and record["seed"] == 7
     assert record["invariances"] == sorted(METRICS["svcca"].invariances)
-    assert record["options"] == {"threshold": 0.9}
+    assert record["options"] == {"threshold": 0.9, "k": None}
     json.dumps(record, allow_nan=False)
 
 
@@ -110,3 +110,39 @@ def test_load_pairs_names_the_file_when_columns_are_missing(tmp_path):
     write_parquet(path, pd.DataFrame({"a": [1, 2], "corr": [0.5, 0.4]}), {})
     with pytest.raises(ValueError, match="A0_B0.parquet"):
         load_pairs(path)
+
+
+def test_three_pairs_are_underpowered_in_the_json_and_the_summary_reads_it(tmp_path):
+    decoder_a, decoder_b, pairs_a, pairs_b = decoders_and_pairs(n_pairs=3)
+    np.save(tmp_path / "decoder_a.npy", decoder_a)
+    np.save(tmp_path / "decoder_b.npy", decoder_b)
+    pairs_file = tmp_path / "A0_B0.parquet"
+    write_parquet(pairs_file, pd.DataFrame({"a": pairs_a, "b": pairs_b}), {})
+    score_file = tmp_path / "cka" / "A0_B0.json"
+    identity = {"experiment": "toy", "comparison": "main", "pairing": "one_to_one", "layer_a": 0, "layer_b": 0}
+    score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file, null_path(score_file),
+               metric="cka", null_config={"permutations": 1000}, metric_options={}, identity=identity)
+    written = json.loads(score_file.read_text())
+    # 3 pairs have 3! = 6 orderings: the exact null holds the other 5, and no p can be below 1/6 > alpha
+    assert written["status"] == "underpowered" and "1/n!" in written["reason"] and "0.05" in written["reason"]
+    assert written["p_min"] == pytest.approx(1 / 6) and written["n_permutations"] == 5 and written["null_exact"]
+    assert written["p_value"] >= written["p_min"] and written["observed"] is not None
+    row = read_score(score_file)
+    assert row["status"] == "underpowered" and row["p_min"] == pytest.approx(1 / 6)
+
+
+def test_degenerate_svcca_is_not_scored_with_its_components_and_fixed_k_scores_it():
+    decoder_a, decoder_b, pairs_a, pairs_b = decoders_and_pairs(n_pairs=8)  # 8 pairs in 8 and 10 dims
+    record, null = score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, "svcca", 50, 0)
+    # oracle: 99% of the centred variance needs most of the 7 directions 8 centred rows span, on each side
+    def kept(rows):
+        energy = np.linalg.svd(rows - rows.mean(axis=0), compute_uv=False) ** 2
+        return int(np.searchsorted(np.cumsum(energy) / energy.sum(), 0.99) + 1)
+    k_a, k_b = kept(decoder_a[pairs_a].astype(float)), kept(decoder_b[pairs_b].astype(float))
+    assert k_a + k_b >= 8 - 1
+    assert record["status"] == "not_scored" and (record["k_a"], record["k_b"]) == (k_a, k_b)
+    assert "metric_options.svcca.k" in record["reason"] and record["p_value"] is None and null.size == 0
+    fixed = score_pairs(decoder_a, decoder_b, pairs_a, pairs_b, "svcca", 50, 0, {"k": 2})
+    assert fixed["status"] == "scored" and (fixed["k_a"], fixed["k_b"], fixed["k"]) == (2, 2, 2)
+    assert fixed["p_min"] == pytest.approx(1 / 51)
+    json.dumps(record, allow_nan=False)

@@ -1,5 +1,6 @@
 """Semantic subspaces: concept files, whole-word membership, pairing inside a concept, scoring, toy accuracy."""
 
+import itertools
 import json
 
 import numpy as np
@@ -224,11 +225,13 @@ def test_score_concept_scores_exactly_the_concept_pairs_and_reports_keywords():
     scored, null = score_concept(result.table, result.info, decoder_a, decoder_b, "cka", 200, 7, device="cpu")
     a = result.table["a"].to_numpy()
     b = result.table["b"].to_numpy()
-    assert scored["status"] == "scored" and scored["n_pairs"] == 4 and len(null) == 200
+    # 4 pairs have 4! = 24 re-pairings, fewer than 200 draws: the null is every one but the observed (exact test)
+    assert scored["status"] == "scored" and scored["n_pairs"] == 4 and len(null) == 23 and scored["null_exact"]
     assert scored["observed"] == pytest.approx(linear_cka(decoder_a[a], decoder_b[b]), abs=1e-9)
-    permuted = [linear_cka(decoder_a[a], decoder_b[b][np.random.default_rng(7).permutation(4)])]
-    assert min(abs(null - permuted[0])) < 1e-5  # the null holds re-pairings of the same rows
-    assert scored["p_value"] == pytest.approx((np.sum(null >= scored["observed"] - 1e-9) + 1) / 201)
+    every = [linear_cka(decoder_a[a], decoder_b[b][list(order)]) for order in itertools.permutations(range(4))]
+    np.testing.assert_allclose(np.sort(null), np.sort(every[1:]), atol=1e-6)  # float32 null of the brute force
+    exact_p = np.mean(np.asarray(every) >= every[0] - 1e-9)  # the observed pairing counts itself
+    assert scored["p_value"] == pytest.approx(exact_p) and scored["p_min"] == pytest.approx(1 / 24)
     assert scored["keywords"]["a"] == {"day": 1, "night": 1, "week": 1, "dawn": 1}
     assert scored["keywords"]["shared"] == {"day": 2, "dawn": 1, "week": 1}
     assert scored["keywords"]["n_pairs_sharing_a_keyword"] == 4
@@ -236,17 +239,24 @@ def test_score_concept_scores_exactly_the_concept_pairs_and_reports_keywords():
     json.dumps(scored)
 
 
-def test_svcca_on_few_concept_pairs_raises_the_guard_flag():
+def test_few_concept_pairs_leave_svcca_and_mutual_knn_not_scored_with_reasons():
     codes_a, codes_b, planted = planted_codes()
     members_a = members_table([1, 3, 4, 6], [["day"]] * 4)
     members_b = members_table([0, 2, 5, 8], [["day"]] * 4)
     result = concept_pairs(codes_a, codes_b, members_a, members_b, PairingVariant("one_to_one", min_corr=0.5),
                            top_k=4, min_active=5, min_latents=3)
     rng = np.random.default_rng(2)
-    scored, _ = score_concept(result.table, result.info, rng.normal(size=(8, 16)), rng.normal(size=(9, 16)),
-                              "svcca", 50, 0, device="cpu")
-    assert scored["status"] == "scored" and scored["few_pairs_flag"] is True
-    assert any(flag.startswith("n_lt") for flag in scored["flags"])
+    decoder_a, decoder_b = rng.normal(size=(8, 16)), rng.normal(size=(9, 16))
+    # 4 centred pairs span 3 dimensions: the 99%-variance subspaces keep 3 + 3 >= n - 1 components
+    degenerate, null = score_concept(result.table, result.info, decoder_a, decoder_b, "svcca", 50, 0, device="cpu")
+    assert degenerate["status"] == "not_scored" and "k_a + k_b" in degenerate["reason"] and null.size == 0
+    assert degenerate["k_a"] + degenerate["k_b"] >= 4 - 1 and degenerate["z"] is None
+    knn, _ = score_concept(result.table, result.info, decoder_a, decoder_b, "mutual_knn", 50, 0, device="cpu")
+    assert knn["status"] == "not_scored" and "k=10" in knn["reason"]
+    # a fixed k = 1 per side keeps 2 < n - 1 components: scored, with the few-pairs guard flag
+    fixed, _ = score_concept(result.table, result.info, decoder_a, decoder_b, "svcca", 50, 0, {"k": 1}, device="cpu")
+    assert fixed["status"] == "scored" and (fixed["k_a"], fixed["k_b"]) == (1, 1) and fixed["few_pairs_flag"] is True
+    assert any(flag.startswith("n_lt") for flag in fixed["flags"])
 
 
 # ---------------------------------------------------------------- toy ground truth
@@ -337,7 +347,7 @@ def test_target_files_round_trip_status_keywords_and_accuracy(tmp_path):
     on_disk = json.loads((tmp_path / "s.json").read_text())
     assert on_disk["status"] == "scored" and on_disk["concept"] == "calendar" and on_disk["n_pairs"] == 4
     assert on_disk["provenance"]["kind"] == "semantic_score" and on_disk["seed"] == record["seed"]
-    assert np.load(tmp_path / "s.null.npy").shape == (30,)
+    assert np.load(tmp_path / "s.null.npy").shape == (23,)  # 4 pairs: every re-pairing but the observed
     other = write_concept_score(tmp_path / "pairs.parquet", tmp_path / "da.npy", tmp_path / "db.npy", concept_path,
                                 tmp_path / "o.json", tmp_path / "o.null.npy", "rsa", {"permutations": 30}, {},
                                 identity={**identity, "concept": "time"})

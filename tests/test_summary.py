@@ -1,5 +1,6 @@
 """Summary tables: synthetic score jsons -> rows, adjusted p against statsmodels, provenance beside the CSV."""
 
+import itertools
 import json
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_p_floor_kept_and_below_floor_rejected(results, tmp_path):
     record = json.loads(scores[0].read_text())
     record.update(status="scored", p_value=1 / 1000, n_permutations=199)
     bad.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="below 1/\\(m\\+1\\)"):
+    with pytest.raises(ValueError, match=r"below its floor max\(1/\(m\+1\), 1/n!\)"):
         read_score(bad)
 
 
@@ -215,3 +216,63 @@ def test_records_written_by_featsim_scoring_summarise(tmp_path):
     assert scored["p_holm"] == pytest.approx(record["p_value"])  # a family of one
     assert skipped["status"] == "not_scored" and "pairs" in skipped["reason"] and np.isnan(skipped["p_holm"])
     assert len(np.load(null_path(paths[0]))) == 99
+
+
+def _write_cell(root, layer_a, n_pairs, m, p_value, metric="cka", status="scored"):
+    """A score json of one cell with the floor featsim.null gives it: max(1/(m+1), 1/n!)."""
+    import math
+
+    record = {"status": status, "reason": "", "metric": metric, "observed": 0.9, "null_mean": 0.5, "null_std": 0.1,
+              "p_value": p_value, "z": 4.0, "n_pairs": n_pairs, "n_permutations": m, "seed": 0, "flags": [],
+              "p_min": max(1 / (m + 1), 1 / math.factorial(n_pairs))}
+    path = root / metric / f"A{layer_a}_B0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_smallest_attainable_holm_p_by_hand_and_underpowered_cells_are_never_significant(tmp_path):
+    # n = 3 (exact null, m = 3! - 1 = 5), n = 4 (m = 23), three cells of 50 pairs with m = 1000; every p at its floor
+    cells = [(3, 5, 1 / 6), (4, 23, 1 / 24), (50, 1000, 1 / 1001), (50, 1000, 1 / 1001), (50, 1000, 1 / 1001)]
+    paths = [_write_cell(tmp_path, i, n, m, p) for i, (n, m, p) in enumerate(cells)]
+    table = summarize_scores(paths, [], "main", "one_to_one", "holm").sort_values("layer_a")
+    # by hand: floors sorted 1/1001 (x3), 1/24, 1/6; Holm multiplies by 5, 4, 3, 2, 1 and keeps the running max
+    by_hand = [max(5 / 1001, 2 / 24, 1 / 6), max(5 / 1001, 2 / 24), 5 / 1001, 5 / 1001, 5 / 1001]
+    np.testing.assert_allclose(table["p_min_adjusted"], by_hand, rtol=1e-12)
+    assert list(table["status"]) == ["underpowered", "underpowered", "scored", "scored", "scored"]
+    assert table.iloc[1]["p_value"] < 0.05 and not table.iloc[1]["significant"]  # raw p < alpha, never significant
+    assert "Holm-adjusted p is 0.0833 >= alpha 0.05" in table.iloc[1]["reason"] and "1/n!" in table.iloc[1]["reason"]
+    assert list(table["significant"]) == [False, False, True, True, True]
+    assert (table["family_size"] == 5).all()
+    # the issue's numbers: 32 cells with m = 1000 reach at best 32/1001 = 0.032, underpowered at alpha = 0.01
+    many = [_write_cell(tmp_path / "many", i, 50, 1000, 0.5) for i in range(32)]
+    grid = summarize_scores(many, [], "main", "one_to_one", "holm", alpha=0.01)
+    np.testing.assert_allclose(grid["p_min_adjusted"], 32 / 1001)
+    assert (grid["status"] == "underpowered").all() and not grid["significant"].any()
+    assert (summarize_scores(many, [], "main", "one_to_one", "holm")["status"] == "scored").all()
+
+
+@pytest.mark.parametrize("method, oracle", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_p_min_adjusted_bounds_every_attainable_outcome(method, oracle):
+    from featsim.multiple_testing import smallest_adjusted_p
+
+    floors = np.array([1 / 6, 1 / 24, 1 / 120, 1 / 1001, 1 / 1001])  # statsmodels' holm runs gc.collect(): few calls
+    m_plus_1 = np.array([6, 24, 120, 1001, 1001])
+    bound = smallest_adjusted_p(floors, method)
+    np.testing.assert_allclose(bound, multipletests(floors, method=oracle)[1])  # attained at the floors
+    for counts in itertools.product((1, 2), repeat=floors.size):  # attainable p-vectors: p_i = k_i / (m_i + 1)
+        adjusted = multipletests(np.asarray(counts) / m_plus_1, method=oracle)[1]
+        assert (adjusted >= bound - 1e-15).all()
+
+
+def test_overview_and_html_show_underpowered_and_not_scored_apart(tmp_path):
+    paths = [_write_cell(tmp_path, 0, 3, 5, 1 / 6), _write_cell(tmp_path, 1, 60, 1000, 1 / 1001)]
+    skipped = tmp_path / "cka" / "A2_B0.json"
+    skipped.write_text(json.dumps({"status": "not_scored", "reason": "mutual_knn with k=10 needs more than k+1 = 11 "
+                                   "pairs, got 5", "metric": "cka", "n_pairs": 5, "n_permutations": 1000}))
+    table = summarize_scores(paths + [skipped], [], "main", "one_to_one", "holm")
+    row = comparison_overview({"main": table}).iloc[0]
+    assert (row["n_cells"], row["n_scored"], row["n_underpowered"], row["n_not_scored"]) == (3, 1, 1, 1)
+    assert row["n_significant"] == 1 and "needs more than k+N = N pairs, got N (1)" in row["not_scored_reasons"]
+    page = summary_html(table, "main")
+    assert page.count('class="up"') == 1 and page.count('class="ns"') == 1 and page.count('class="sig"') == 1

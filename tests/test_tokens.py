@@ -179,7 +179,7 @@ def test_toy_route_writes_a_store_with_tokenizer_attrs(tmp_path):
 def test_models_with_different_tokenizers_stop_naming_the_model(tmp_path):
     same, other = tmp_path / "same", tmp_path / "other"
     tokenizer().save_pretrained(str(same))
-    tokenizer(words=WORDS + ["extra"]).save_pretrained(str(other))
+    tokenizer(words=WORDS[::-1]).save_pretrained(str(other))  # same tokens, other ids (one rule: vocab_compatible)
     models = {"A": {"lm": {"source": "local", "path": str(same)}},
               "B": {"lm": {"source": "local", "path": str(other)}}}
     check_shared_tokenizer(tokenizer(), "ref", {"A": models["A"]}, tmp_path)

@@ -42,7 +42,8 @@ def test_configs_plan_offline(tmp_path, configfile):
     planned = rules_run(result)
     assert {"tokens", "codes", "correlate", "pair", "score", "summary", "all"} <= planned
     if configfile is None:
-        assert {"toy_corpus", "toy_lm", "toy_sae", "semantic_main", "concept_members"} <= planned
+        assert {"toy_corpus", "toy_lm", "toy_sae", "semantic_main", "concept_members", "concept_labels",
+                "concept_evidence", "shared_concepts"} <= planned
     else:  # an experiment file is the whole config: nothing of the toy default is merged in
         assert not {"toy_corpus", "toy_lm", "toy_sae"} & planned
 
@@ -98,6 +99,28 @@ def test_e2e_scores_are_valid_and_main_beats_its_null(e2e):
     assert (main.loc[main["status"] == "scored", "p_holm"] < 0.01).any()
 
 
+def test_e2e_no_degenerate_cell_is_scored_and_every_cell_has_a_status(e2e):
+    from featsim.null import NULL_TOLERANCE
+
+    workdir, config = e2e
+    summaries = sorted((workdir / "results" / "e2e" / "summary").glob("*/*.csv"))
+    assert any(path.name.startswith("semantic_") for path in summaries)
+    for path in summaries:
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if "metric" not in table:  # concept-evidence tables have their own columns
+            continue
+        assert set(table["status"]) <= {"scored", "not_scored", "underpowered"}
+        tested = table[table["status"] != "not_scored"]
+        assert (table.loc[table["status"] != "scored", "reason"].fillna("") != "").all()
+        svcca = tested[tested["metric"].isin(["svcca", "svcca_legacy"])]
+        assert (svcca["k_a"] + svcca["k_b"] < svcca["n_pairs"] - 1).all(), path
+        assert (tested["p_min_adjusted"] >= tested["p_min"] - 1e-15).all()
+        assert not tested.loc[tested["status"] == "underpowered", "significant"].any()
+        assert (tested.loc[tested["status"] == "underpowered", "p_min_adjusted"] >= config.get("alpha", 0.05)).all()
+        finite_z = tested[np.isfinite(tested["z"])]
+        assert (finite_z["null_std"] > NULL_TOLERANCE["float64"]).all()
+
+
 def test_e2e_stores_and_scores_carry_provenance(e2e):
     from featsim.stores import open_codes, open_tokens
 
@@ -108,9 +131,10 @@ def test_e2e_stores_and_scores_carry_provenance(e2e):
     assert codes.n_tokens == tokens.n_unmasked  # padding/BOS/EOS rows are not data
     assert codes.attrs["hook"] == "blocks.1.hook_resid_post" and codes.attrs["fvu"] < 0.3
     assert {"featsim_version", "config_hash"} <= set(codes.attrs)
-    score = json.loads((results / "scores" / "main" / "one_to_one" / "svcca" / "A1_B1.json").read_text())
+    score = json.loads((results / "scores" / "main" / "one_to_one" / "cka" / "A1_B1.json").read_text())
+    assert score["status"] == "scored"
     assert score["provenance"]["config_hash"] and score["p_value"] >= 1 / (score["n_permutations"] + 1)
-    null = np.load(results / "scores" / "main" / "one_to_one" / "svcca" / "A1_B1.null.npy")
+    null = np.load(results / "scores" / "main" / "one_to_one" / "cka" / "A1_B1.null.npy")
     assert len(null) == score["n_permutations"]
 
 
@@ -134,6 +158,58 @@ def test_e2e_labels_and_correlations_read_disjoint_sequences(e2e):
     assert heldout[positions // tokens.context_length].all()
 
 
+def test_e2e_concept_evidence_tables(e2e):
+    from featsim.concept_agreement import cell_agreement
+
+    workdir, config = e2e
+    results = workdir / "results" / "e2e"
+    labels = pd.read_parquet(results / "concepts" / "labels" / "A" / "L1.parquet")
+    assert {"latent", "concept", "status", "n_matches", "keywords", "keyword_counts"} <= set(labels.columns)
+    assert len(labels) == 128 and (labels["status"] == "labelled").sum() == labels["concept"].notna().sum() > 0
+    for pairing in config["pairings"]:
+        agreement = pd.read_csv(results / "summary" / f"concept_agreement_{pairing}.csv")
+        assert {"comparison", "layer_a", "layer_b", "n_labelled", "agreement", "null_mean", "null_std", "p", "p_holm",
+                "p_bh", "recall", "concept"} <= set(agreement.columns)
+        scored = agreement[agreement["status"] == "scored"]
+        assert (scored["p"] >= 1 / 10001 - 1e-12).all() and (scored["p_holm"] >= scored["p"] - 1e-12).all()
+        contrasts = pd.read_csv(results / "summary" / f"contrasts_{pairing}.csv")
+        assert {"comparison", "contrast", "layer_a", "layer_b", "test", "statistic", "n", "p", "p_holm"} \
+            <= set(contrasts.columns)
+        # control has B layer 1 only: cells with layer_b 0 cannot be matched (different numbers of B layers)
+        matched = contrasts[contrasts["status"] != "not_scored"]  # scored or underpowered: a p-value
+        assert set(zip(matched["layer_a"], matched["layer_b"])) <= {(0, 1), (1, 1)}
+        assert contrasts.loc[contrasts["layer_b"] == 0, "reason"].str.contains("layer_b 0").all()
+        assert set(matched["test"]) == {"mcnemar", "did_best_corr"}
+    shared = pd.read_csv(results / "summary" / "shared_concepts.csv")
+    assert {"concept agreement", "mcnemar", "did_best_corr", "cka"} <= set(shared["statistic"])
+    # specificity control on real outputs: B's labels sent through a wrong category map agree with nothing
+    pairs = pd.read_parquet(results / "pairs" / "main" / "one_to_one" / "A1_B1.parquet")
+    labels_b = pd.read_parquet(results / "concepts" / "labels" / "B" / "L1.parquet").set_index("latent")["concept"]
+    wrong = {"animal": "color", "color": "animal"}
+    result = cell_agreement(pairs["a"].to_numpy(), pairs["b"].to_numpy(), labels.set_index("latent")["concept"],
+                            labels_b.map(wrong), n_permutations=2000)
+    assert result.overall.p > 0.05
+
+
+def test_e2e_steering_summary_contract_and_valid_p_values(e2e):
+    workdir, config = e2e
+    results = workdir / "results" / "e2e"
+    m = config["steering"]["null_draws"]
+    table = pd.read_csv(results / "summary" / "steering_main.csv")
+    assert list(table.columns[:13]) == ["concept", "layer_a", "layer_b", "method", "alpha", "self_kl", "self_p",
+                                        "keyword_mass_self", "transfer_agreement", "transfer_p", "transfer_p_holm",
+                                        "keyword_mass_transfer", "kl_transfer"]
+    assert set(table["method"]) == {"pairing", "procrustes"} and set(table["alpha"]) == {0.5, 1.0}
+    tested = table[table["status"] == "tested"]
+    assert len(tested) > 0 and (tested["alpha"] == 0.5).all()
+    assert tested["transfer_p"].between(1 / (m + 1) - 1e-12, 1).all()
+    assert (tested["transfer_p_holm"] >= tested["transfer_p"] - 1e-12).all()
+    assert table.loc[table["status"].isin(["broken_a", "broken_b"]), "transfer_p"].isna().all()
+    for concept in ("animal", "color"):
+        record = json.loads((results / "steering" / "main" / concept / "A1_B1.json").read_text())
+        assert record["hook_a"] == "blocks.1.hook_resid_post" and record["provenance"]["comparison"] == "main"
+
+
 def test_e2e_report_renders(e2e):
     workdir, config = e2e
     report = workdir / "report.html"
@@ -141,6 +217,37 @@ def test_e2e_report_renders(e2e):
     assert result.returncode == 0, result.stderr[-3000:]
     assert report.stat().st_size > 100_000
     assert "comparisons_one_to_one" in report.read_text(errors="replace")
+
+
+def _reversed_keys(value):
+    """The same config with every mapping's keys in reverse order (what another YAML dumper may write)."""
+    if isinstance(value, dict):
+        return {key: _reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed_keys(item) for item in value]
+    return value
+
+
+def test_e2e_reordered_config_keys_plan_nothing(e2e):
+    workdir, _ = e2e
+    _settled_mtimes(workdir)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    (workdir / "reordered.yaml").write_text(yaml.safe_dump(_reversed_keys(config), sort_keys=False))
+    result = snakemake(workdir, "--configfile", str(workdir / "reordered.yaml"), "-n", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+
+
+def test_e2e_missing_junk_file_stops_before_any_job_and_keeps_outputs(e2e):
+    workdir, _ = e2e
+    before = _settled_mtimes(workdir)
+    edited = yaml.safe_load((workdir / "config.yaml").read_text())
+    edited["pairings"]["mutual"]["junk_tokens"] = "junk/tpyo.txt"
+    (workdir / "typo.yaml").write_text(yaml.safe_dump(edited))
+    result = snakemake(workdir, "--configfile", str(workdir / "typo.yaml"), timeout=300)
+    assert result.returncode != 0
+    assert "pairings.mutual.junk_tokens" in result.stderr and "junk/tpyo.txt" in result.stderr
+    assert _mtimes(workdir / "results" / "e2e") == before
 
 
 def test_e2e_editing_a_junk_list_rebuilds_only_that_variant(e2e):
@@ -189,5 +296,7 @@ def test_e2e_editing_a_concept_file_rebuilds_only_that_concept(e2e):
     assert result.returncode == 0, result.stderr[-3000:]
     changed = {path for path, mtime in _mtimes(results).items() if before.get(path) != mtime}
     assert any("/color/" in path or path.endswith("/color.parquet") for path in changed)
-    assert not any("/animal/" in path or path.endswith("/animal.parquet") for path in changed)
+    # steering is one job per comparison (cost: one model load for all concepts), so it re-runs whole
+    assert not any(("/animal/" in path or path.endswith("/animal.parquet")) and not path.startswith("steering/")
+                   for path in changed)
     assert not any(path.startswith(("codes/", "corr/", "pairs/", "scores/")) for path in changed)

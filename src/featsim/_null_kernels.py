@@ -237,12 +237,10 @@ def prepare_subspace(name: str, X: np.ndarray, Y: np.ndarray, options: dict, bac
     both from one SVD per side. `n_permutations` sizes the work that picks numpy or torch on CPU."""
     n = X.shape[0]
     if name in ("svcca", "svcca_legacy"):
-        threshold = options.get("threshold") if name == "svcca" else None
-        if threshold is not None:
-            side_a, side_b = m.principal_basis(X, threshold=threshold), m.principal_basis(Y, threshold=threshold)
-        else:
-            side_a, side_b = m.principal_basis(X, k=1), m.principal_basis(Y, k=1)
-        observed = m.svcca_result(side_a, side_b, threshold)
+        fixed_k = options.get("k") if name == "svcca" else 1
+        threshold = options.get("threshold") if fixed_k is None else None
+        side_a, side_b = m.svcca_bases(X, Y, threshold, fixed_k)
+        observed = m.svcca_result(side_a, side_b, threshold, fixed_k if name == "svcca" else None)
         chosen = _choose_precision(precision, n * side_a.k * side_b.k, auto.max_gemm_multiply_adds)
         backend = cpu_gemm_backend(backend, n_permutations * n * side_a.k * side_b.k)
         return observed, SubspaceKernel(backend.tensor(side_a.basis, chosen), backend.tensor(side_b.basis, chosen),

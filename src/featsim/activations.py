@@ -80,11 +80,6 @@ def plan_layers(users: dict[str, dict], legacy_layer_offset: bool, exp_dir: str 
     return dict(sorted(plans.items())), processing or {}
 
 
-def vocab_compatible(reference: dict[str, int], other: dict[str, int]) -> bool:
-    """True when every token of `reference` has the same id in `other` (extra added tokens allowed)."""
-    return all(other.get(token) == index for token, index in reference.items())
-
-
 def check_model_fits(lm, plans: dict[int, LayerPlan], tokens, model: str, lm_key: str) -> None:
     """Stop early, naming the config key, when the LM cannot serve these layers, hooks or tokens."""
     from featsim.lm import block_index
@@ -106,7 +101,7 @@ def check_model_fits(lm, plans: dict[int, LayerPlan], tokens, model: str, lm_key
         raise ConfigError(lm_key, f"token id {max_id} is outside the LM's vocabulary ({lm.cfg.d_vocab}): the tokens "
                                   "were made with another tokenizer")
     if getattr(lm, "tokenizer", None) is not None:
-        from featsim.tokens import load_tokenizer
+        from featsim.tokens import load_tokenizer, vocab_compatible
 
         reference = load_tokenizer(tokens.attrs["tokenizer"]).get_vocab()
         if not vocab_compatible(reference, lm.tokenizer.get_vocab()):
@@ -186,12 +181,13 @@ def make_activations(tokens_path: str | Path, out_paths: dict[int, str | Path], 
 def activations_lm(acts, device: str = "auto") -> LMSpec:
     """The LM that wrote an activation store (from the attrs `make_activations` records), to run on `device`."""
     from featsim.lm import LMSpec
+    from featsim.stores import rebuild_advice
 
     attrs = acts.attrs
     missing = [key for key in ("lm_owner", "lm_source", "lm_dtype") if key not in attrs]
     if missing:
-        raise ValueError(f"activation store {acts.path} does not record its LM ({missing}); rebuild it with the "
-                         "activations rule")
+        raise ValueError(f"activation store {acts.path} does not record its LM ({missing}); "
+                         f"{rebuild_advice(acts.path)}")
     return LMSpec(model=attrs["lm_owner"], source=attrs["lm_source"], name=attrs.get("lm_name"),
                   path=attrs.get("lm_path"), architecture=attrs.get("lm_architecture"), dtype=attrs["lm_dtype"],
                   device=device)

@@ -1,4 +1,4 @@
-"""The `featsim` command line: inspect outputs and validate configs."""
+"""The `featsim` command line: inspect and verify outputs, validate configs."""
 
 from __future__ import annotations
 
@@ -21,21 +21,75 @@ def _inspect(args: argparse.Namespace) -> int:
             status = 2
             continue
         print(json.dumps(info, indent=2, default=str) if args.json else format_text(info))
-        if info.get("complete") is False:
+        if info.get("complete") is False or "damaged" in info:
             status = max(status, 1)
     return status
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from featsim.config import load_config
+    from featsim.config import SCHEMA_PATH, load_config
     from featsim.errors import ConfigError
+    from featsim.preflight import require_preflight
 
     try:
         config = load_config(args.config)
+        require_preflight(config, args.root, warn=lambda line: print(f"featsim validate: {line}", file=sys.stderr),
+                          workflow_dir=SCHEMA_PATH.parents[2])
     except ConfigError as exc:
         print(f"featsim validate: {args.config}: {exc}", file=sys.stderr)
         return 1
     print(f"{args.config}: valid ({len(config['models'])} models, {len(config['comparisons'])} comparisons)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import logging
+
+    from featsim.verify import verify_paths
+
+    counts: dict[str, int] = {}
+    problems = 0
+    store_log = logging.getLogger("featsim.stores")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)  # its warning about old-format stores is a finding here
+    try:
+        for finding in verify_paths(args.paths, clean_orphans=args.clean_orphans):
+            counts[finding.status] = counts.get(finding.status, 0) + 1
+            problems += finding.is_problem
+            print(f"{finding.status.upper():12} {finding.path}: {finding.message}", flush=True)
+    finally:
+        store_log.setLevel(level)
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"featsim verify: {tally or 'no stores found'}")
+    return 1 if problems else 0
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    import logging
+
+    from featsim.config import load_config
+    from featsim.errors import ConfigError
+    from featsim.hubnames import check_hub_names
+    from featsim.prefetch import plan_prefetch, prefetch
+
+    try:
+        config = load_config(args.config)
+        problems = check_hub_names(config)
+        if problems:
+            raise ConfigError("models", "unknown hub names:\n  " + "\n  ".join(problems))
+        plan = plan_prefetch(config)
+    except ConfigError as exc:
+        print(f"featsim prefetch: {args.config}: {exc}", file=sys.stderr)
+        return 1
+    for fetch in plan:
+        print(f"{fetch.repo_type} {fetch.repo_id}@{fetch.revision or 'main'}: "
+              f"{', '.join(fetch.allow_patterns) if fetch.allow_patterns else 'all files'}  ({fetch.key})")
+    if args.dry_run:
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for fetch, path in prefetch(config):
+        print(f"cached {fetch.repo_id}: {path}")
+    print("featsim prefetch: done; run the workflow with HF_HUB_OFFLINE=1 and the same HF_HOME")
     return 0
 
 
@@ -49,9 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     inspect_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     inspect_cmd.set_defaults(func=_inspect)
 
-    validate_cmd = commands.add_parser("validate", help="check a config file against the schema")
+    validate_cmd = commands.add_parser("validate", help="check a config: the schema and every start-up check of the workflow")
     validate_cmd.add_argument("config")
+    validate_cmd.add_argument("--root", default=None, help="directory that relative paths in the config are read "
+                                                          "from (default: the current one, as for snakemake)")
     validate_cmd.set_defaults(func=_validate)
+
+    verify_cmd = commands.add_parser("verify", help="read every chunk of stores or a results tree; report damaged, "
+                                                    "incomplete and orphaned stores (exit 1 if any)")
+    verify_cmd.add_argument("paths", nargs="+", help="a .zarr store or a results directory")
+    verify_cmd.add_argument("--clean-orphans", action="store_true",
+                            help="remove temporary paths (<target>.tmp-<pid>) of writers no longer running")
+    verify_cmd.set_defaults(func=_verify)
+
+    prefetch_cmd = commands.add_parser("prefetch", help="download into the HF cache every model, tokenizer, SAE and "
+                                                        "dataset file a config reads (then run with HF_HUB_OFFLINE=1)")
+    prefetch_cmd.add_argument("config", nargs="?", default="config.yaml")
+    prefetch_cmd.add_argument("--dry-run", action="store_true", help="list the downloads without fetching")
+    prefetch_cmd.set_defaults(func=_prefetch)
 
     args = parser.parse_args(argv)
     return args.func(args)

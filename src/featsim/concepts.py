@@ -165,6 +165,17 @@ def load_concept(path: str | Path) -> Concept:
     return concept_from_mapping(data, path)
 
 
+def concept_root(patterns: Iterable[str], workdir: str | Path, workflow_dir: str | Path | None) -> Path:
+    """Where relative `semantic.concepts` patterns are read from: the working directory, or the workflow
+    directory when some relative pattern matches nothing in the working directory (so the shipped
+    `configs/concepts/...` lists work from any working directory)."""
+    workdir = Path(workdir)
+    if workflow_dir is not None and any(not Path(p).is_absolute() and not glob.glob(str(workdir / p))
+                                        for p in patterns):
+        return Path(workflow_dir)
+    return workdir
+
+
 def concept_paths(patterns: Iterable[str], root: str | Path | None = None) -> dict[str, Path]:
     """Concept id -> file for the glob patterns of `semantic.concepts` (relative to `root`)."""
     root = Path(root) if root is not None else Path.cwd()

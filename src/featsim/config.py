@@ -78,7 +78,32 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if errors:
         raise _describe(errors[0], schema)
     _check_references(config)
+    sort_keys_in_place(config)
     return config
+
+
+def sort_keys_in_place(mapping: dict) -> None:
+    """Put every mapping of the config in sorted key order, recursively (lists keep their order).
+
+    Snakemake compares rule params by their repr, which follows dict order: with keys sorted, a config
+    re-dumped by a YAML tool or an editor in another key order plans no re-run. Nothing in featsim may
+    depend on the order keys were written in (a default that is "the first" entry is the first in
+    sorted order).
+    """
+    items = sorted(mapping.items(), key=lambda item: str(item[0]))
+    mapping.clear()
+    for key, value in items:
+        mapping[key] = _sorted_copy(value)
+
+
+def _sorted_copy(value):
+    if isinstance(value, dict):
+        copy_ = dict(value)
+        sort_keys_in_place(copy_)
+        return copy_
+    if isinstance(value, list):
+        return [_sorted_copy(item) for item in value]
+    return value
 
 
 def _check_references(config: dict) -> None:
@@ -110,6 +135,10 @@ def _check_references(config: dict) -> None:
                 if missing:
                     raise ConfigError(f"comparisons.{cmp_name}.layers_{side}",
                                       f"layers {missing} are not in models.{model}.layers")
+        for other in comparison.get("contrast") or []:
+            if other not in config["comparisons"] or other == cmp_name:
+                raise ConfigError(f"comparisons.{cmp_name}.contrast", f"'{other}' is not another comparison "
+                                  f"(have: {', '.join(c for c in config['comparisons'] if c != cmp_name)})")
     semantic = config.get("semantic", {})
     if semantic.get("pairing") is not None and semantic["pairing"] not in config["pairings"]:
         raise ConfigError("semantic.pairing", f"'{semantic['pairing']}' is not a pairing variant (have: {', '.join(config['pairings'])})")
@@ -131,16 +160,39 @@ def lm_owner(config: dict, model: str) -> str:
     return config["models"][model].get("lm_from") or model
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{key}", f"written twice in one section (lines {seen[key] + 1} and "
+                                            f"{key_node.start_mark.line + 1} of {key_node.start_mark.name}); "
+                                            "YAML would silently keep only the last: merge them")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Parse a YAML config file (not yet validated); errors name the file."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError("<file>", f"{path} does not exist; give the path of a YAML config file")
     try:
-        config = yaml.safe_load(path.read_text())
+        with path.open(encoding="utf-8") as handle:
+            config = yaml.load(handle, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError("<file>", f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigError("<top level>", f"{path} must hold a mapping of config keys")
-    return validate_config(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    return validate_config(read_config_file(path))
 
 
 def comparison_layers(config: dict, comparison: str, side: str) -> list[int]:
@@ -150,7 +202,8 @@ def comparison_layers(config: dict, comparison: str, side: str) -> list[int]:
 
 
 def semantic_pairing(config: dict) -> str:
-    """The pairing variant used inside concepts."""
+    """The pairing variant used inside concepts and in the pair browser (`semantic.pairing`, else the
+    first variant in sorted name order)."""
     return config["semantic"].get("pairing") or next(iter(config["pairings"]))
 
 

@@ -35,7 +35,7 @@ from featsim import _correlate_kernel as kernel
 from featsim.config import reject_unknown_keys
 from featsim.correlation_result import CorrelationResult, open_correlation, write_correlation  # noqa: F401 (API)
 from featsim.errors import ConfigError
-from featsim.stores import CodesStore, open_codes
+from featsim.stores import CodesStore, damaged, open_codes
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def _read_csr(codes: Any, value_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray
             values[entry:entry + nnz] = chunk.data
             row, entry = row + n_rows, entry + nnz
         if row != codes.n_tokens or entry != codes.nnz:
-            raise ValueError(f"code store {codes.path} holds {row} rows / {entry} entries but its attrs say "
-                             f"{codes.n_tokens} / {codes.nnz}; rebuild it")
+            raise damaged(codes.path, "codes", f"it holds {row} rows / {entry} entries but its attrs say "
+                                               f"{codes.n_tokens} / {codes.nnz}")
         width = codes.d_sae
     else:
         csr = sp.csr_matrix(codes)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from featsim.stores import atomic_store, open_store
+from featsim.stores import atomic_store, check_arrays, create_checked_array, damaged, open_store, read_checked, recorded
 
 
 @dataclass
@@ -95,12 +96,44 @@ def write_correlation(path: str | os.PathLike, result: CorrelationResult, attrs:
     with atomic_store(path, kind="correlation", attrs={**result.summary(), **(attrs or {})}) as group:
         for name in ARRAY_FIELDS:
             array = getattr(result, name)
-            group.create_array(name, data=array, chunks=array.shape if array.size else None)
+            create_checked_array(group, name, data=array, chunks=array.shape if array.size else None)
+
+
+def _expected_arrays(d_a: int, d_b: int, top_k: int) -> dict[str, tuple[tuple[int, ...], type | None]]:
+    shapes = {"topk_a_for_b": (d_b, top_k), "topk_corr_for_b": (d_b, top_k), "topk_b_for_a": (d_a, top_k),
+              "topk_corr_for_a": (d_a, top_k)}
+    for side, width in (("a", d_a), ("b", d_b)):
+        shapes.update({f"{name}_{side}": (width,) for name in ("n_active", "mean", "std", "subset", "used")})
+    dtypes = {"topk_a_for_b": np.int64, "topk_b_for_a": np.int64, "subset_a": np.bool_, "subset_b": np.bool_,
+              "used_a": np.bool_, "used_b": np.bool_}
+    return {name: (shapes[name], dtypes.get(name)) for name in ARRAY_FIELDS}
+
+
+def _check_values(path: Path, arrays: dict[str, np.ndarray], d_a: int, d_b: int) -> None:
+    """Partner ids in [-1, d_partner), correlations in [-1, 1] or NaN, statistics finite."""
+    def bad(problem: str) -> None:
+        raise damaged(path, "correlation", problem)
+
+    for name, width in (("topk_a_for_b", d_a), ("topk_b_for_a", d_b)):
+        ids = arrays[name]
+        if ids.size and (ids.min() < -1 or ids.max() >= width):
+            bad(f"'{name}' holds partner ids outside [-1, {width})")
+    for name in ("topk_corr_for_b", "topk_corr_for_a"):
+        values = arrays[name]
+        if np.any(np.abs(values[~np.isnan(values)]) > 1):
+            bad(f"'{name}' holds correlations outside [-1, 1]")
+    for name in ("mean_a", "std_a", "mean_b", "std_b", "n_active_a", "n_active_b"):
+        if not np.isfinite(arrays[name]).all():
+            bad(f"'{name}' holds NaN or inf")
 
 
 def open_correlation(path: str | os.PathLike) -> CorrelationResult:
-    """Read a correlation store written by `write_correlation`."""
+    """Read a correlation store written by `write_correlation`, checking shapes, dtypes and value ranges."""
+    path = Path(path)
     group = open_store(path, kind="correlation")
-    arrays = {name: group[name][...] for name in ARRAY_FIELDS}
-    scalars = {name: group.attrs[name] for name in SCALAR_FIELDS}
+    d_a, d_b, top_k = (int(recorded(path, group, "correlation", key)) for key in ("d_a", "d_b", "top_k"))
+    check_arrays(path, group, "correlation", _expected_arrays(d_a, d_b, top_k))
+    arrays = {name: read_checked(path, group, "correlation", name, ...) for name in ARRAY_FIELDS}
+    _check_values(path, arrays, d_a, d_b)
+    scalars = {name: recorded(path, group, "correlation", name) for name in SCALAR_FIELDS}
     return CorrelationResult(**arrays, **{k: (v if k == "engine" else int(v)) for k, v in scalars.items()})

@@ -22,12 +22,15 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from featsim.provenance import atomic_path
+from featsim.multiple_testing import WITH_P
 from featsim.summary import significance_marks
 
 ANNOTATE_MAX_CELLS = 225
 """Grids with more cells than this are drawn without per-cell numbers (they would not be legible)."""
 
 NOT_SCORED_COLOUR = "#d9d9d9"
+UNDERPOWERED_HATCH = "////"
+"""Hatching over an underpowered cell: its value is drawn, but it can never be significant."""
 COMPARISON_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d4a", "#edae49", "#6a4c93", "#00798c", "#8d6e63")
 
 
@@ -39,7 +42,8 @@ class LayerGrid:
     marks: np.ndarray  # [n_layers_b, n_layers_a] significance marks ('' for none)
     layers_a: list[int]
     layers_b: list[int]
-    scored: np.ndarray | None = None  # bool [n_layers_b, n_layers_a]; None: every cell with a row
+    scored: np.ndarray | None = None  # bool [n_layers_b, n_layers_a]: has a value (scored or underpowered)
+    status: np.ndarray | None = None  # [n_layers_b, n_layers_a] status strings ('' where no row)
 
 
 def layer_grid(table: pd.DataFrame, value: str, marks_from: str | None = "p_adjusted") -> LayerGrid:
@@ -51,16 +55,18 @@ def layer_grid(table: pd.DataFrame, value: str, marks_from: str | None = "p_adju
     values = np.full((len(layers_b), len(layers_a)), np.nan)
     marks = np.full(values.shape, "", dtype=object)
     scored_cells = np.zeros(values.shape, dtype=bool)
+    statuses = np.full(values.shape, "", dtype=object)
     col = {layer: i for i, layer in enumerate(layers_a)}
     row = {layer: i for i, layer in enumerate(layers_b)}
     for record in table.itertuples(index=False):
         i, j = row[int(record.layer_b)], col[int(record.layer_a)]
-        scored = getattr(record, "status", "scored") == "scored"
-        scored_cells[i, j] = scored
-        values[i, j] = float(getattr(record, value)) if scored else np.nan
-        if marks_from is not None and scored:
+        status = getattr(record, "status", "scored")
+        statuses[i, j] = status
+        scored_cells[i, j] = status in WITH_P
+        values[i, j] = float(getattr(record, value)) if status in WITH_P else np.nan
+        if marks_from is not None and status == "scored":
             marks[i, j] = significance_marks(float(getattr(record, marks_from)))
-    return LayerGrid(values, marks, layers_a, layers_b, scored_cells)
+    return LayerGrid(values, marks, layers_a, layers_b, scored_cells, statuses)
 
 
 def _grid_size(n_cols: int, n_rows: int, cell: float | None = None, extra_w: float = 2.6, extra_h: float = 1.9):
@@ -77,11 +83,12 @@ def _text_colour(cmap, norm_value: float) -> str:
 
 def draw_grid(ax, values: np.ndarray, marks: np.ndarray | None, x_labels: Sequence[str], y_labels: Sequence[str],
               cmap_name: str, vmin: float, vmax: float, fmt: str, colorbar_label: str, annotate: bool | None = None,
-              origin: str = "lower", scored: np.ndarray | None = None):
+              origin: str = "lower", scored: np.ndarray | None = None, status: np.ndarray | None = None):
     """Draw a matrix as an image with labelled ticks, a colourbar, per-cell numbers and marks; NaN cells grey.
 
     origin "lower" puts row 0 at the bottom (layer grids), "upper" at the top (concept lists). A NaN cell
-    reads "n/s" (not scored) unless `scored` says it was scored, then "n/a" (e.g. z of a zero-width null).
+    reads "n/s" (not scored) unless `scored` says it was scored, then "n/a" (e.g. z of a null whose sd is
+    rounding noise). Cells whose `status` is underpowered are hatched and read "u/p" under their value.
     """
     cmap = colormaps[cmap_name].with_extremes(bad=NOT_SCORED_COLOUR)
     masked = np.ma.masked_invalid(values)
@@ -100,12 +107,49 @@ def draw_grid(ax, values: np.ndarray, marks: np.ndarray | None, x_labels: Sequen
                 ax.text(j, i, text, ha="center", va="center", fontsize=size, color="#555555")
                 continue
             mark = marks[i, j] if marks is not None else ""
+            if status is not None and status[i, j] == "underpowered":
+                mark = "u/p"
             text = format(value, fmt) + (f"\n{mark}" if mark else "")
             colour = _text_colour(cmap, min(max((value - vmin) / span, 0.0), 1.0))
             ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour, linespacing=1.0)
+    if status is not None:
+        _hatch_underpowered(ax, status)
     colorbar = ax.figure.colorbar(image, ax=ax, shrink=0.9)
     colorbar.set_label(colorbar_label)
     return image
+
+
+def _hatch_underpowered(ax, status: np.ndarray) -> None:
+    """A hatched, unfilled rectangle over every underpowered cell (label `underpowered` for the legend)."""
+    from matplotlib.patches import Rectangle
+
+    for (i, j), cell_status in np.ndenumerate(status):
+        if cell_status == "underpowered":
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1.0, 1.0, fill=False, hatch=UNDERPOWERED_HATCH,
+                                   edgecolor="#444444", linewidth=0.0, label="underpowered"))
+
+
+def state_handles(statuses) -> list:
+    """Legend entries for the cell states present besides `scored`: not scored, underpowered."""
+    from matplotlib.patches import Patch
+
+    present = set(np.asarray(statuses, dtype=object).ravel())
+    handles = []
+    if "not_scored" in present:
+        handles.append(Patch(facecolor=NOT_SCORED_COLOUR, edgecolor="#999999", label="n/s: not scored (see reason)"))
+    if "underpowered" in present:
+        handles.append(Patch(facecolor="white", edgecolor="#444444", hatch=UNDERPOWERED_HATCH,
+                             label="u/p: underpowered (cannot reach adjusted p < alpha)"))
+    return handles
+
+
+def _state_legend(figure: Figure, statuses, loc: str = "outside upper center") -> None:
+    """Legend of the non-scored states outside the panels, inside the constrained layout (nothing when
+    every cell is scored). Figures with a suptitle put it at the right (`loc`), clear of the title."""
+    handles = state_handles(statuses)
+    if handles:
+        ncols = len(handles) if "upper center" in loc or "lower center" in loc else 1
+        figure.legend(handles=handles, fontsize=7, loc=loc, ncols=ncols, frameon=False)
 
 
 def _value_range(values: np.ndarray, bounded: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
@@ -153,7 +197,8 @@ CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
 def _marks_legend(correction: str, family: str) -> str:
     name = CORRECTION_NAMES.get(correction, correction)
-    return f"marks: {name}-adjusted p < .05 *, < .01 **, < .001 *** (family: {family}); grey n/s = not scored"
+    return (f"marks: {name}-adjusted p < .05 *, < .01 **, < .001 *** (family: {family}); grey n/s = not scored; "
+            "hatched u/p = underpowered (its smallest attainable adjusted p is not below alpha: never significant)")
 
 
 def heatmap_figure(grid: LayerGrid, labels: GridLabels, title: str, colorbar_label: str, cmap: str = "viridis",
@@ -163,7 +208,9 @@ def heatmap_figure(grid: LayerGrid, labels: GridLabels, title: str, colorbar_lab
     ax = figure.add_subplot()
     vmin, vmax = value_range or _value_range(grid.values)
     draw_grid(ax, grid.values, grid.marks, [str(v) for v in grid.layers_a], [str(v) for v in grid.layers_b],
-              cmap, vmin, vmax, fmt, colorbar_label, scored=grid.scored)
+              cmap, vmin, vmax, fmt, colorbar_label, scored=grid.scored, status=grid.status)
+    if grid.status is not None:
+        _state_legend(figure, grid.status)
     ax.set_xlabel(labels.x_title)
     ax.set_ylabel(labels.y_title)
     ax.set_title(f"{title}\n{labels.head}", fontsize=10)
@@ -187,9 +234,9 @@ def _metric_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _family(rows: pd.DataFrame) -> str:
-    scored = rows[rows["status"] == "scored"]
-    size = int(scored["family_size"].iloc[0]) if len(scored) else 0
-    return f"{size} scored cells of this comparison, pairing and metric"
+    tested = rows[rows["status"].isin(WITH_P)]
+    size = int(tested["family_size"].iloc[0]) if len(tested) else 0
+    return f"{size} cells with a p-value of this comparison, pairing and metric"
 
 
 def observed_heatmap(table: pd.DataFrame, metric: str, labels: GridLabels) -> Figure:
@@ -250,7 +297,7 @@ def select_null_cells(rows: pd.DataFrame, n_cells: int) -> list[str]:
     Chosen from the layout, not only the outcome: after the two extremes, cells nearest the diagonal
     (equal relative depth in both models, where similarity is expected to peak) in layer order.
     """
-    scored = rows[rows["status"] == "scored"]
+    scored = rows[rows["status"].isin(WITH_P)]
     if n_cells <= 0 or scored.empty:
         return []
     chosen: list[str] = []
@@ -294,9 +341,9 @@ def null_histograms(table: pd.DataFrame, metric: str, nulls: Mapping[str, np.nda
         ax.axvline(float(record["null_mean"]), color="#444444", linestyle="--", linewidth=1, label="null mean")
         ax.axvline(float(record["observed"]), color="#d1495b", linewidth=2, label="observed")
         p_adj = float(record["p_adjusted"])
+        verdict = "underpowered" if record["status"] == "underpowered" else significance_marks(p_adj)
         ax.set_title(f"{cell}: z={float(record['z']):.1f}, p={float(record['p_value']):.3g}, "
-                     f"adj. p={p_adj:.3g}{' ' + significance_marks(p_adj) if significance_marks(p_adj) else ''}",
-                     fontsize=8)
+                     f"adj. p={p_adj:.3g}{' ' + verdict if verdict else ''}", fontsize=8)
         ax.set_xlabel(f"{metric}", fontsize=8)
         ax.set_ylabel("null draws", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -361,13 +408,16 @@ def semantic_grid_figure(table: pd.DataFrame, metric: str, labels: GridLabels) -
     marks = np.full(observed.shape, "", dtype=object)
     latent_counts = np.full(observed.shape, "", dtype=object)
     scored_cells = np.zeros(observed.shape, dtype=bool)
+    statuses = np.full(observed.shape, "", dtype=object)
     for record in rows.itertuples(index=False):
         i, j = concepts.index(record.concept), cell_order.index(record.cell)
         n_pairs[i, j] = record.n_pairs
         latent_counts[i, j] = f"{int(record.n_latents_a)}/{int(record.n_latents_b)}"
-        if record.status == "scored":
+        statuses[i, j] = record.status
+        if record.status in WITH_P:
             scored_cells[i, j] = True
             observed[i, j], z_values[i, j] = record.observed, record.z
+        if record.status == "scored":
             marks[i, j] = significance_marks(float(record.p_adjusted))
     width, height = _grid_size(3 * len(cell_order), len(concepts), extra_w=8.0, extra_h=2.3)
     figure = Figure(figsize=(width, height), layout="constrained")
@@ -382,14 +432,17 @@ def semantic_grid_figure(table: pd.DataFrame, metric: str, labels: GridLabels) -
         ax = figure.add_subplot(1, 3, position)
         shown_marks = latent_counts if panel_marks is None else panel_marks
         draw_grid(ax, values, shown_marks, cell_order, concepts, cmap, vmin, vmax, fmt, bar_label, origin="upper",
-                  scored=scored_cells if panel_marks is not None else np.isfinite(values))
+                  scored=scored_cells if panel_marks is not None else np.isfinite(values),
+                  status=statuses if panel_marks is not None else None)
+
         ax.set_xlabel("layer pair (A = layer of a, B = layer of b)")
         if position == 1:
             ax.set_ylabel("concept")
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelrotation=45 if len(cell_order) > 4 else 0)
-    scored = rows[rows["status"] == "scored"]
-    family = f"{int(scored['family_size'].iloc[0]) if len(scored) else 0} scored concept x layer-pair cells"
+    tested = rows[rows["status"].isin(WITH_P)]
+    family = f"{int(tested['family_size'].iloc[0]) if len(tested) else 0} concept x layer-pair cells with a p-value"
+    _state_legend(figure, statuses, loc="outside right upper")
     figure.suptitle(f"{metric}: semantic subspaces (latents whose top tokens are a concept's keywords)\n"
                     f"{labels.head}", fontsize=10)
     _footnote(figure, _marks_legend(labels.correction, family))
@@ -417,7 +470,15 @@ def _band_handles() -> list:
 
     return [Patch(color="#9e9e9e", alpha=0.45, label="null mean ± 2 sd"),
             Line2D([], [], marker="o", linestyle="", color="black", markerfacecolor="white",
-                   label="hollow: not significant")]
+                   label="hollow: not significant"),
+            _square_handle("hollow square, hatched z: underpowered\n(cannot reach adjusted p < alpha)")]
+
+
+def _square_handle(label: str):
+    """Legend entry of the underpowered marker (a hollow square)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker="s", linestyle="", color="black", markerfacecolor="white", label=label)
 
 
 def _comparison_handles(comparisons: Sequence[str], descriptions: Mapping[str, str]) -> list:
@@ -455,15 +516,18 @@ def comparison_figure(summaries: Mapping[str, pd.DataFrame], metric: str, pairin
             if cell not in rows.index:
                 continue
             record = rows.loc[cell]
-            if record["status"] != "scored":
+            if record["status"] not in WITH_P:
                 ax_obs.text(x, 0.03, "n/s", color=colour, ha="center", fontsize=7,
                             transform=ax_obs.get_xaxis_transform())
                 continue
             _null_band(ax_obs, x, float(record["null_mean"]), float(record["null_std"]), 0.8 * slot)
-            significant = bool(significance_marks(float(record["p_adjusted"])))
-            ax_obs.plot(x, float(record["observed"]), "o", color=colour, markersize=7,
+            underpowered = record["status"] == "underpowered"
+            significant = not underpowered and bool(significance_marks(float(record["p_adjusted"])))
+            ax_obs.plot(x, float(record["observed"]), "s" if underpowered else "o", color=colour, markersize=7,
                         markerfacecolor=colour if significant else "white", markeredgewidth=1.5)
-            ax_z.bar(x, float(record["z"]), width=0.8 * slot, color=colour, alpha=1.0 if significant else 0.35)
+            ax_z.bar(x, float(record["z"]) if np.isfinite(float(record["z"])) else 0.0, width=0.8 * slot,
+                     color=colour, alpha=1.0 if significant else 0.35,
+                     hatch=UNDERPOWERED_HATCH if underpowered else None)
     _outside_legend(ax_obs, _comparison_handles(comparisons, descriptions) + _band_handles())
     ax_obs.set_ylabel(metric)
     ax_obs.set_title("observed score (dots; filled = significant after adjustment) vs shuffled-pairing null",
@@ -471,7 +535,7 @@ def comparison_figure(summaries: Mapping[str, pd.DataFrame], metric: str, pairin
     ax_z.axhline(0, color="black", linewidth=0.8)
     ax_z.axhline(2, color="#9e9e9e", linewidth=0.8, linestyle="--")
     ax_z.set_ylabel("z (obs - null mean) / null sd")
-    ax_z.set_title("z per layer pair (faded = not significant; dashed: z = 2)", fontsize=9)
+    ax_z.set_title("z per layer pair (faded = not significant, hatched = underpowered; dashed: z = 2)", fontsize=9)
     ax_z.set_xticks(x_base, labels=cells, rotation=45 if len(cells) > 8 else 0)
     ax_z.set_xlabel("layer pair (A = layer of model a, B = layer of model b)")
     name = CORRECTION_NAMES.get(correction, correction)
@@ -501,20 +565,28 @@ def semantic_comparison_figure(semantic: Mapping[str, pd.DataFrame], metric: str
         colour = COMPARISON_COLOURS[index % len(COMPARISON_COLOURS)]
         for x, concept in zip(x_base + offsets[index], concepts):
             group = rows[rows["concept"] == concept]
-            scored = group[group["status"] == "scored"]
+            scored = group[group["status"].isin(WITH_P)]
             if scored.empty:
                 if len(group):
                     ax_obs.text(x, 0.03, "n/s", color=colour, ha="center", fontsize=7,
                                 transform=ax_obs.get_xaxis_transform())
                 continue
             _null_band(ax_obs, x, float(scored["null_mean"].median()), float(scored["null_std"].median()), 0.8 * slot)
-            n_significant = int(scored["significant"].astype(bool).sum())
+            n_significant = int((scored["significant"].astype(bool) & (scored["status"] == "scored")).sum())
+            n_underpowered = int((scored["status"] == "underpowered").sum())
+            all_underpowered = n_underpowered == len(scored)
             for ax, values in ((ax_obs, scored["observed"].to_numpy(float)), (ax_z, scored["z"].to_numpy(float))):
+                values = values[np.isfinite(values)]
+                if values.size == 0:  # every z NaN: nulls whose sd is rounding noise
+                    continue
                 median = float(np.median(values))
-                ax.errorbar(x, median, yerr=[[median - values.min()], [values.max() - median]], fmt="o",
-                            color=colour, markersize=6, capsize=2,
+                ax.errorbar(x, median, yerr=[[median - values.min()], [values.max() - median]],
+                            fmt="s" if all_underpowered else "o", color=colour, markersize=6, capsize=2,
                             markerfacecolor=colour if n_significant else "white", markeredgewidth=1.5)
-            ax_z.annotate(f"{n_significant}/{len(group)}", (x, float(scored["z"].max())), xytext=(0, 3),
+            z_finite = scored["z"].to_numpy(float)
+            z_top = float(np.nanmax(z_finite)) if np.isfinite(z_finite).any() else 0.0
+            ax_z.annotate(f"{n_significant}/{len(group)}" + (f" u/p {n_underpowered}" if n_underpowered else ""),
+                          (x, z_top), xytext=(0, 3),
                           textcoords="offset points", ha="center", va="bottom", fontsize=6, color=colour)
         for x, concept in zip(x_base + offsets[index], concepts):
             group = rows[rows["concept"] == concept]
@@ -522,14 +594,16 @@ def semantic_comparison_figure(semantic: Mapping[str, pd.DataFrame], metric: str
                 ax_n.bar(x, float(group["n_pairs"].median()), width=0.8 * slot, color=colour, alpha=0.8)
                 ax_n.plot(x, float(group["n_latents_b"].median()), "_", color="black", markersize=9,
                           markeredgewidth=2)
-    _outside_legend(ax_obs, _comparison_handles(comparisons, descriptions) + _band_handles()[:1])
+    _outside_legend(ax_obs, _comparison_handles(comparisons, descriptions) + _band_handles()[:1] + [_square_handle(
+        "square: every layer pair underpowered\n(cannot reach adjusted p < alpha)")])
     ax_obs.set_ylabel(f"{metric} within the concept")
     ax_obs.set_title("median observed score over layer pairs (whiskers min..max) vs null at the same n; "
                      "hollow: no layer pair significant", fontsize=9)
     ax_z.axhline(0, color="black", linewidth=0.8)
     ax_z.axhline(2, color="#9e9e9e", linewidth=0.8, linestyle="--")
     ax_z.set_ylabel("z (obs - null mean) / null sd")
-    ax_z.set_title("median z over layer pairs (whiskers min..max); label: significant / all layer pairs", fontsize=9)
+    ax_z.set_title("median z over layer pairs (whiskers min..max); label: significant / all layer pairs "
+                   "(u/p: underpowered)", fontsize=9)
     ax_z.margins(y=0.12)
     ax_n.set_ylabel("count")
     ax_n.set_title("pairs inside the concept (bars) and concept latents of model b (black ticks); "

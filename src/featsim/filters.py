@@ -52,18 +52,19 @@ class JunkList:
 
 
 def load_junk_tokens(
-    spec: str | os.PathLike | Sequence[str | int] | None, key: str = "junk_tokens"
+    spec: str | os.PathLike | Sequence[str | int] | None, key: str = "junk_tokens", root: Path | None = None
 ) -> JunkList:
     """Read a junk list given inline (strings = token text, ints = token ids) or as a file path.
 
     Files: `.yaml`/`.yml` hold a YAML list (strings and/or ints); any other suffix is plain text with
     one token text per line (only the line break is removed, so " ." stays " ."; empty lines are
-    skipped; write a newline as the literal "\\n"). `key` names the config key in error messages.
+    skipped; write a newline as the literal "\\n"). `key` names the config key in error messages; a
+    relative file path is read from `root` (default: the working directory).
     """
     if spec is None:
         return JunkList()
     if isinstance(spec, (str, os.PathLike)):
-        return _read_junk_file(Path(spec), key)
+        return _read_junk_file(Path(spec), key, root)
     texts: list[str] = []
     ids: list[int] = []
     for position, entry in enumerate(spec):
@@ -79,9 +80,11 @@ def load_junk_tokens(
     return JunkList(tuple(texts), tuple(ids))
 
 
-def _read_junk_file(path: Path, key: str) -> JunkList:
+def _read_junk_file(written: Path, key: str, root: Path | None = None) -> JunkList:
+    path = written if root is None or written.is_absolute() else root / written
     if not path.is_file():
-        raise ConfigError(key, f"junk token file {path} does not exist; give a list or an existing .txt/.yaml file")
+        raise ConfigError(key, f"junk token file '{written}' does not exist (a string is read as a file path); give "
+                               f"an existing .txt/.yaml file, or list tokens inline as a YAML list, e.g. ['{written}']")
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

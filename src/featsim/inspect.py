@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from featsim.provenance import read_parquet_provenance
+from featsim.provenance import read_parquet_provenance, temp_target
+from featsim.stores import (StoreError, open_acts, open_codes, open_tokens, quiet_snakemake_timestamp, read_checked,
+                            rebuild_advice)
 
 PROVENANCE_KEYS = ("featsim_version", "config_hash", "created")
 
@@ -19,38 +21,72 @@ def _array_info(array: zarr.Array) -> dict:
     return {"shape": list(array.shape), "chunks": list(array.chunks), "dtype": str(array.dtype), "codecs": codecs}
 
 
-def _sample(array: zarr.Array, n: int = 5) -> list:
-    if array.shape == () or 0 in array.shape:
+def _sample(path: Path, group: zarr.Group, kind: str, name: str, n: int = 5) -> list:
+    """The first n entries along each axis of an array (a chunk that cannot be decoded raises StoreError)."""
+    shape = group[name].shape
+    if shape == () or 0 in shape:
         return []
-    index = tuple(slice(0, n) for _ in array.shape)
-    return np.asarray(array[index]).tolist()
+    return np.asarray(read_checked(path, group, kind, name, tuple(slice(0, n) for _ in shape))).tolist()
+
+
+_OPENERS = {"codes": open_codes, "activations": open_acts, "tokens": open_tokens}
+
+
+def _damage(path: Path, kind: str) -> str | None:
+    """The cheap open-time checks of a finished store (chunks present, shapes as recorded); None if it passes.
+    `featsim verify` reads every chunk."""
+    from featsim.correlation_result import open_correlation
+
+    opener = _OPENERS.get(kind, open_correlation if kind == "correlation" else None)
+    if opener is None:
+        return None
+    try:
+        opener(path)
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def describe_zarr(path: Path) -> dict:
-    """Describe a Zarr group written by featsim (or say why it is not a finished one)."""
-    group = zarr.open_group(str(path), mode="r")
+    """Describe a Zarr group written by featsim (or say why it is not a finished one or is damaged)."""
+    with quiet_snakemake_timestamp():
+        group = zarr.open_group(str(path), mode="r")
+        arrays = {name: arr for name, arr in group.arrays()}
     attrs = dict(group.attrs)
     kind = attrs.get("kind", "foreign zarr group")
     info: dict[str, Any] = {"path": str(path), "kind": kind, "complete": bool(attrs.get("complete", False))}
-    arrays = {name: arr for name, arr in group.arrays()}
     info["arrays"] = {name: _array_info(arr) for name, arr in sorted(arrays.items())}
     info["provenance"] = {k: v for k, v in attrs.items() if k not in ("kind", "complete")}
+    if info["complete"] and temp_target(path) is None:
+        problem = _damage(path, kind)
+        if problem is not None:
+            info["damaged"] = problem
+            return info
     if kind == "codes" and info["complete"]:
         n_tokens, d_sae, nnz = attrs["n_tokens"], attrs["d_sae"], attrs["nnz"]
         info["shape"] = [n_tokens, d_sae]
         info["density"] = nnz / max(1, n_tokens * d_sae)
         info["mean_active_per_token"] = nnz / max(1, n_tokens)
-        from featsim.stores import open_codes
-
-        head = open_codes(path).read_rows(0, min(3, n_tokens))
+        try:
+            head = open_codes(path).read_rows(0, min(3, n_tokens))
+        except StoreError as exc:
+            info["damaged"] = str(exc)
+            return info
         info["sample"] = [{"row": r, "latents": head[r].indices[:8].tolist(),
                            "values": np.round(head[r].data[:8].astype(float), 4).tolist()} for r in range(head.shape[0])]
     elif kind in ("tokens", "activations") and info["complete"]:
-        main = arrays["tokens" if kind == "tokens" else "acts"]
-        info["shape"] = list(main.shape)
-        info["sample"] = _sample(main, 4)
+        name = "tokens" if kind == "tokens" else "acts"
+        info["shape"] = list(arrays[name].shape)
+        try:
+            info["sample"] = _sample(path, group, kind, name, 4)
+        except StoreError as exc:
+            info["damaged"] = str(exc)
     elif info["complete"]:
-        info["sample"] = {name: _sample(arr, 5) for name, arr in sorted(arrays.items()) if arr.ndim <= 2}
+        try:
+            info["sample"] = {name: _sample(path, group, kind, name, 5) for name, arr in sorted(arrays.items())
+                              if arr.ndim <= 2}
+        except StoreError as exc:
+            info["damaged"] = str(exc)
     return info
 
 
@@ -90,7 +126,7 @@ def describe(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    if ".tmp-" in path.name:
+    if temp_target(path) is not None:
         info = {"path": str(path), "kind": "incomplete (temporary path of an interrupted write)", "complete": False}
         if (path / "zarr.json").exists():
             info.update({k: v for k, v in describe_zarr(path).items() if k in ("arrays",)})
@@ -110,7 +146,10 @@ def format_text(info: dict) -> str:
     """Human-readable rendering of `describe`."""
     lines = [f"{info['path']}", f"  kind: {info['kind']}"]
     if "complete" in info:
-        lines.append(f"  complete: {info['complete']}" + ("" if info["complete"] else "  <- INCOMPLETE: rerun the rule that writes it"))
+        lines.append(f"  complete: {info['complete']}"
+                     + ("" if info["complete"] else f"  <- INCOMPLETE: {rebuild_advice(info['path'])}"))
+    if "damaged" in info:
+        lines.append(f"  DAMAGED: {info['damaged']}")
     for key in ("shape", "dtype", "density", "mean_active_per_token", "columns"):
         if key in info:
             lines.append(f"  {key}: {info[key]}")

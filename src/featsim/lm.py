@@ -81,8 +81,13 @@ def official_model_name(name: str | None, key: str) -> str:
     try:
         return get_official_model_name(name)
     except ValueError as exc:
-        raise ConfigError(key, f"{name!r} is not a transformer-lens model name; use lm.source: local with "
-                               "lm.path for other checkpoints") from exc
+        import difflib
+
+        from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+        close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=3)
+        raise ConfigError(key, f"{name!r} is not a transformer-lens model name" + (f" (did you mean {close}?)" if close
+                               else "") + "; use lm.source: local with lm.path for other checkpoints") from exc
 
 
 def processing_kwargs(kwargs: dict | None, key: str) -> dict[str, bool]:

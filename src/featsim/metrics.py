@@ -27,7 +27,14 @@ INVARIANCES = {
 
 
 class DegenerateInputError(ValueError):
-    """The inputs admit no meaningful score (too few pairs, a side without variance, ...)."""
+    """The inputs admit no meaningful score (too few pairs, a side without variance, ...).
+
+    `details`: what the decision rests on (e.g. SVCCA's k_a, k_b), recorded with a not-scored cell.
+    """
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.details = dict(details or {})
 
 
 @dataclass(frozen=True)
@@ -145,17 +152,46 @@ def canonical_correlations(basis_a: np.ndarray, basis_b: np.ndarray) -> np.ndarr
     return np.clip(scipy.linalg.svdvals(basis_a.T @ basis_b), 0.0, 1.0)
 
 
-def svcca_result(side_a: PrincipalBasis, side_b: PrincipalBasis, threshold: float | None) -> MetricResult:
-    """Mean canonical correlation of two principal bases, with the kept components."""
+def svcca_result(side_a: PrincipalBasis, side_b: PrincipalBasis, threshold: float | None,
+                 k: int | None = None) -> MetricResult:
+    """Mean canonical correlation of two principal bases, with the kept components (and the
+    threshold or fixed k that chose them)."""
     correlations = canonical_correlations(side_a.basis, side_b.basis)
     details = {"k_a": side_a.k, "k_b": side_b.k, "n_canonical": int(correlations.size)}
     if threshold is not None:
         details["threshold"] = threshold
+    if k is not None:
+        details["k"] = int(k)
     return MetricResult(float(correlations.mean()), details)
 
 
-def _svcca(X: np.ndarray, Y: np.ndarray, threshold: float) -> MetricResult:
-    return svcca_result(principal_basis(X, threshold=threshold), principal_basis(Y, threshold=threshold), threshold)
+def svcca_bases(X: np.ndarray, Y: np.ndarray, threshold: float | None,
+                k: int | None = None) -> tuple[PrincipalBasis, PrincipalBasis]:
+    """Both sides' principal bases: a fixed `k` components when given (capped at each side's rank),
+    else the components explaining `threshold` of the variance."""
+    if k is None:
+        return principal_basis(X, threshold=threshold), principal_basis(Y, threshold=threshold)
+    if isinstance(k, bool) or not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise ValueError(f"config key 'metric_options.svcca.k': must be a positive integer or null, got {k!r}")
+    return principal_basis(X, k=int(k)), principal_basis(Y, k=int(k))
+
+
+def check_svcca_dimensions(k_a: int, k_b: int, n_pairs: int, metric: str = "svcca") -> None:
+    """DegenerateInputError when k_a + k_b >= n - 1: centred data of n pairs span at most n - 1
+    dimensions, so two kept subspaces that large (nearly) share directions and canonical correlations
+    near 1 are forced whatever the pairing; the score and its null then measure nothing."""
+    if k_a + k_b >= n_pairs - 1:
+        shared = k_a + k_b - (n_pairs - 1)
+        raise DegenerateInputError(
+            f"{metric}: k_a + k_b = {k_a} + {k_b} >= n - 1 = {n_pairs - 1} ({n_pairs} pairs): the kept subspaces "
+            f"fill the n - 1 dimensions the centred pairs span and share at least {shared} direction(s), so "
+            "canonical correlations of 1 are forced whatever the pairing; set metric_options.svcca.k to a fixed "
+            "k with 2k < n - 1, or score more pairs", {"k_a": int(k_a), "k_b": int(k_b)})
+
+
+def _svcca(X: np.ndarray, Y: np.ndarray, threshold: float, k: int | None = None) -> MetricResult:
+    side_a, side_b = svcca_bases(X, Y, threshold, k)
+    return svcca_result(side_a, side_b, threshold if k is None else None, k)
 
 
 def _svcca_legacy(X: np.ndarray, Y: np.ndarray) -> MetricResult:
@@ -265,15 +301,60 @@ def upper_triangle(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([matrix[i, i + 1:] for i in range(n - 1)]) if n > 1 else matrix[:0, 0]
 
 
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm; rows of zero norm stay zero."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+
+
+def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bitwise-distinct rows of X and, per row of X, the index of its distinct row."""
+    distinct, inverse = np.unique(X, axis=0, return_inverse=True)
+    return distinct, inverse.reshape(-1)
+
+
+def distinct_unit_rows(X: np.ndarray, centre: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct unit rows of X (row-centred first when `centre`) and each row's index among them.
+
+    Similarities are then products of distinct rows only, so identical rows (many-to-1 pairings repeat
+    decoder rows) get bit-identical similarities whatever the BLAS kernel does with row positions or
+    memory alignment: exact ties stay ties on every machine. Rows are deduplicated as given and again
+    after normalising (rows equal up to scale and shift often normalise to the same bits).
+    """
+    raw, raw_index = distinct_rows(X)
+    if centre:
+        raw = raw - raw.mean(axis=1, keepdims=True)
+    unit, unit_index = distinct_rows(unit_rows(raw))
+    return unit, unit_index[raw_index]
+
+
+def exact_unit_diagonal(similarity: np.ndarray, distinct: np.ndarray, start: int) -> np.ndarray:
+    """Cosines clipped to [-1, 1], with exactly 1 for a unit row and itself (0 for a zero row).
+
+    similarity [block, n_distinct] holds rows start.. of `distinct` against all distinct rows; pinning
+    the self-similarity keeps every group of identical rows in one tie at the top on every machine.
+    """
+    np.clip(similarity, -1.0, 1.0, out=similarity)
+    block = np.arange(similarity.shape[0])
+    similarity[block, start + block] = distinct[start:start + block.size].any(axis=1)
+    return similarity
+
+
 def row_correlation_upper(X: np.ndarray) -> np.ndarray:
     """Pearson correlations between rows (row-centred cosine), upper triangle i < j, row-major.
 
     A row without variance has correlation 0 with every other row (Pearson is undefined there).
+    Identical rows give identical correlations (see `distinct_unit_rows`); the Gram matrix of the distinct
+    rows is read from its upper triangle only, so r(i, j) and r(j, i) are one number.
     """
-    centred = X - X.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
-    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
-    return upper_triangle(unit @ unit.T)
+    distinct, inverse = distinct_unit_rows(X, centre=True)
+    gram = exact_unit_diagonal(distinct @ distinct.T, distinct, 0)
+    lower = np.tril_indices_from(gram, k=-1)
+    gram[lower] = gram.T[lower]
+    n = X.shape[0]
+    if n < 2:
+        return np.zeros(0)
+    return np.concatenate([gram[inverse[i], inverse[i + 1:]] for i in range(n - 1)])
 
 
 @dataclass(frozen=True)
@@ -345,24 +426,31 @@ def knn_indices(X: np.ndarray, k: int, block_rows: int = 1024) -> tuple[np.ndarr
     """Indices [n, k] of each row's k most cosine-similar other rows; ties broken by lower index.
 
     Also returns whether any row has a tie at its k-th neighbour (its set then depends on row order).
-    Rows of zero norm have cosine 0 with every row. Blocked over rows: memory O(block_rows x n).
+    Rows of zero norm have cosine 0 with every row. Similarities are products of distinct rows only
+    (`distinct_unit_rows`), so identical rows tie exactly on every machine. Blocked over distinct rows:
+    memory O(block_rows x n).
     """
     n = X.shape[0]
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    unit = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+    distinct, inverse = distinct_unit_rows(X, centre=False)
+    rows_of = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[rows_of], np.arange(distinct.shape[0] + 1))
     neighbours = np.empty((n, k), dtype=np.int64)
     has_boundary_tie = False
-    for start in range(0, n, block_rows):
-        rows = np.arange(start, min(start + block_rows, n))
-        similarity = unit[rows] @ unit.T  # [block, n]
-        similarity[np.arange(rows.size), rows] = -np.inf
-        kth_value = np.partition(similarity, n - k, axis=1)[:, n - k][:, None]
-        above = similarity > kth_value
-        at_kth = similarity == kth_value
-        needed = k - above.sum(axis=1, keepdims=True)
-        has_boundary_tie |= bool((at_kth.sum(axis=1, keepdims=True) > needed).any())
-        chosen = above | (at_kth & (np.cumsum(at_kth, axis=1) <= needed))
-        neighbours[rows] = np.nonzero(chosen)[1].reshape(rows.size, k)
+    for start in range(0, distinct.shape[0], block_rows):
+        stop = min(start + block_rows, distinct.shape[0])
+        distinct_similarity = exact_unit_diagonal(distinct[start:stop] @ distinct.T, distinct, start)
+        block_members = rows_of[bounds[start]:bounds[stop]]
+        for first in range(0, block_members.size, block_rows):
+            rows = block_members[first:first + block_rows]
+            similarity = distinct_similarity[inverse[rows] - start][:, inverse]  # [rows, n]
+            similarity[np.arange(rows.size), rows] = -np.inf
+            kth_value = np.partition(similarity, n - k, axis=1)[:, n - k][:, None]
+            above = similarity > kth_value
+            at_kth = similarity == kth_value
+            needed = k - above.sum(axis=1, keepdims=True)
+            has_boundary_tie |= bool((at_kth.sum(axis=1, keepdims=True) > needed).any())
+            chosen = above | (at_kth & (np.cumsum(at_kth, axis=1) <= needed))
+            neighbours[rows] = np.nonzero(chosen)[1].reshape(rows.size, k)
     return neighbours, has_boundary_tie
 
 
@@ -378,7 +466,9 @@ def check_knn_k(k, n: int) -> int:
     if isinstance(k, bool) or not (isinstance(k, (int, np.integer)) and k >= 1):
         raise ValueError(f"config key 'metric_options.mutual_knn.k': must be a positive integer, got {k!r}")
     if n <= k + 1:
-        raise DegenerateInputError(f"mutual_knn with k={k} needs more than k+1 = {k + 1} pairs, got {n}")
+        raise DegenerateInputError(f"mutual_knn with k={k} needs more than k+1 = {k + 1} pairs, got {n} (each row's "
+                                   "k neighbours would be all other rows, overlap 1 whatever the pairing); "
+                                   "lower metric_options.mutual_knn.k below n - 1 to score it")
     return int(k)
 
 
@@ -398,8 +488,9 @@ METRICS: dict[str, Metric] = {
     for metric in (
         Metric("svcca", _svcca, _ROTATION_FAMILY,
                "SVCCA: per side the top principal components explaining `threshold` of the variance "
-               "(normalised cumulative s^2); mean canonical correlation = mean singular value of Qa^T Qb.",
-               options={"threshold": 0.99}),
+               "(normalised cumulative s^2), or a fixed `k` of them when k is set; mean canonical "
+               "correlation = mean singular value of Qa^T Qb.",
+               options={"threshold": 0.99, "k": None}),
         Metric("svcca_legacy", _svcca_legacy, _ROTATION_FAMILY,
                "The original study's statistic (k = 1 on both sides): |Pearson r| of the first "
                "principal-component scores. For reproducing the study only."),
@@ -423,7 +514,8 @@ METRICS: dict[str, Metric] = {
 }
 
 SVCCA_FAMILY = frozenset({"svcca", "svcca_legacy"})
-"""Metrics subject to the CCA degenerate-regime guard (n pairs < 5 x kept components)."""
+"""Metrics subject to the CCA guards: not scored when k_a + k_b >= n - 1 (`check_svcca_dimensions`),
+flagged when n pairs < 5 x kept components."""
 
 
 def get_metric(name: str) -> Metric:

@@ -2,16 +2,21 @@
 
 The null permutes the rows of Y (the B side of the pairs) and nothing else. Permutation i is the
 i-th `rng.permutation(n)` of `numpy.random.default_rng(seed)`, whatever the batch size or device,
-so the fast kernels (featsim._null_kernels) and the plain loop see the same permutations.
+so the fast kernels (featsim._null_kernels) and the plain loop see the same permutations. When the
+n! - 1 re-pairings other than the observed one number at most m, the null is all of them instead
+(lexicographic order, no seed): the exact permutation test, m = n! - 1.
 p = (b + 1) / (m + 1), b = #{null >= observed - tolerance} (ties count; the tolerance absorbs
 rounding between the float64 observed value and the null arithmetic, as scipy.stats.permutation_test
-does), so p >= 1/(m+1) always. z = (observed - null_mean) / null_std (sample std, ddof=1).
+does), so p >= p_min = max(1/(m+1), 1/n!) always. z = (observed - null_mean) / null_std (sample std,
+ddof=1), NaN when null_std is within the null's rounding tolerance (its spread may be rounding alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from featsim import _null_kernels as kernels
-from featsim.metrics import SVCCA_FAMILY, Metric, get_metric, paired_arrays
+from featsim.metrics import SVCCA_FAMILY, Metric, check_svcca_dimensions, get_metric, paired_arrays
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,21 @@ NULL_TOLERANCE = {"float64": 1e-9, "float32": 1e-6}
 float64 on the permuted Y; also the tie tolerance of the p-value count. Measured: float64 kernels
 ~1e-15; float32 kernels (svcca, procrustes, cka, cka_unbiased, rsa) <= 5e-8 at n = 1,000-5,000
 (null standard deviations there are 3e-4 to 3e-3) and ~1e-7 on tiny inputs (tests/test_null.py)."""
+
+
+def smallest_p(n_pairs: int, n_permutations: int) -> float:
+    """Smallest p a cell can reach: max(1/(m+1), 1/n!); n! (the distinct re-pairings of n pairs, the
+    observed one included) through log-gamma, so large n costs nothing and never overflows."""
+    if math.lgamma(n_pairs + 1) > math.log(n_permutations + 1) + 1.0:  # n! far above m + 1
+        return 1.0 / (n_permutations + 1)
+    return max(1.0 / (n_permutations + 1), 1.0 / math.factorial(n_pairs))
+
+
+def is_exact(n_pairs: int, n_permutations: int) -> bool:
+    """Whether all n! - 1 re-pairings other than the observed one fit in m permutations."""
+    if math.lgamma(n_pairs + 1) > math.log(n_permutations + 1) + 1.0:  # n! far above m: skip the big integer
+        return False
+    return math.factorial(n_pairs) - 1 <= n_permutations
 
 
 FEW_PAIRS_FACTOR = 5
@@ -60,6 +80,8 @@ class NullResult:
     backend: str = "numpy"  # numpy | numba | torch | loop: what ran the null
     precision: str = "float64"
     tolerance: float = NULL_TOLERANCE["float64"]
+    exact: bool = False  # the null is every re-pairing (n! - 1 <= requested m)
+    p_min: float = 0.0  # smallest attainable p, max(1/(m+1), 1/n!)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (everything but the null draws)."""
@@ -69,11 +91,19 @@ class NullResult:
             "n_permutations": self.n_permutations, "seed": self.seed, **self.details,
             "flags": list(self.flags), "null_method": self.method, "null_device": self.device,
             "null_backend": self.backend, "null_precision": self.precision, "null_tolerance": self.tolerance,
+            "null_exact": self.exact, "p_min": self.p_min,
         }
 
 
 def permutation_batches(n: int, n_permutations: int, seed: int, batch_size: int) -> Iterator[np.ndarray]:
-    """The seeded permutation stream in batches [<= batch_size, n] (int64)."""
+    """The permutation stream in batches [<= batch_size, n] (int64): every non-identity permutation
+    when they number at most `n_permutations` (`is_exact`; the stream then holds n! - 1 of them),
+    else `n_permutations` seeded random ones."""
+    if is_exact(n, n_permutations):
+        every = itertools.islice(itertools.permutations(range(n)), 1, None)  # lexicographic: identity first
+        while batch := list(itertools.islice(every, batch_size)):
+            yield np.array(batch, dtype=np.int64).reshape(len(batch), n)
+        return
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_permutations:
@@ -106,12 +136,20 @@ def resolve_backend(device: str) -> kernels.Backend:
     return kernels.TorchBackend("cuda" if device == "auto" else device)
 
 
+def null_spread_is_rounding(null_std: float, null_mean: float, tolerance: float) -> bool:
+    """Whether a null's sd is within its values' rounding tolerance (NULL_TOLERANCE of the precision the
+    null ran in, relative to the metric's scale max(1, |mean|)): such a spread may be rounding alone
+    (float32 kernels give sd ~1e-8 on a constant null), so a z from it would be noise over noise."""
+    return not (np.isfinite(null_std) and null_std > tolerance * max(1.0, abs(null_mean)))
+
+
 def _summary(observed: float, null: np.ndarray, tolerance: float) -> tuple[float, float, float, float]:
     exceed = int(np.count_nonzero(null >= observed - tolerance * max(1.0, abs(observed))))
     p_value = (exceed + 1) / (null.size + 1)
     null_mean = float(null.mean())
     null_std = float(null.std(ddof=1)) if null.size > 1 else float("nan")
-    z = (observed - null_mean) / null_std if np.isfinite(null_std) and null_std > 0 else float("nan")
+    rounding = null_spread_is_rounding(null_std, null_mean, tolerance)
+    z = float("nan") if rounding else (observed - null_mean) / null_std
     return p_value, z, null_mean, null_std
 
 
@@ -169,6 +207,7 @@ def _kernel_threads(kernel, threads: int) -> Iterator[int]:
 
 
 def _run_kernel(kernel, n: int, n_permutations: int, seed: int, threads: int, progress: bool) -> np.ndarray:
+    """Null of m draws (`n_permutations` is the stream's length: n! - 1 for an exact null)."""
     batch_size = kernels.batch_size_for(kernel)
     batches = permutation_batches(n, n_permutations, seed, batch_size)
     null = np.empty(n_permutations)
@@ -239,28 +278,36 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
         observed, details, score_one = float(metric(X, Y)), {}, metric
     if kernel is None and method == "fast":
         raise ValueError(f"metric {name!r} has no fast null kernel for these inputs; use method='loop' or 'auto'")
+    if name in SVCCA_FAMILY:
+        check_svcca_dimensions(details["k_a"], details["k_b"], n, name)
+    exact = is_exact(n, int(n_permutations))
+    n_draws = math.factorial(n) - 1 if exact else int(n_permutations)
 
     if kernel is not None:
-        null = _run_kernel(kernel, n, n_permutations, seed, threads, progress)
+        null = _run_kernel(kernel, n, n_draws, seed, threads, progress)
         used_precision = getattr(kernel, "precision", "float64")
         used_method, used_device = "fast", str(kernel.backend.device)
         used_backend = kernels.backend_name(kernel)
     else:
-        null = _run_loop(score_one, X, Y, n_permutations, seed, progress)
+        null = _run_loop(score_one, X, Y, n_draws, seed, progress)
         used_precision, used_method, used_device, used_backend = "float64", "loop", "cpu", "loop"
     tolerance = NULL_TOLERANCE[used_precision]
     p_value, z, null_mean, null_std = _summary(observed, null, tolerance)
 
     flags = []
+    if null_spread_is_rounding(null_std, null_mean, tolerance):
+        flags.append("null_sd_below_tolerance")
+        log.warning("%s: null sd %.3g is within the %s rounding tolerance %.0e: z not computed", name, null_std,
+                    used_precision, tolerance)
     if name in SVCCA_FAMILY and n < FEW_PAIRS_FACTOR * max(details["k_a"], details["k_b"]):
         flags.append("n_lt_5k")
         log.warning("%s: %d pairs < %d x %d components kept: CCA of unrelated sets is near 1 in this regime",
                     name, n, FEW_PAIRS_FACTOR, max(details["k_a"], details["k_b"]))
     return NullResult(metric=name, observed=observed, null=null, p_value=p_value, z=z, null_mean=null_mean,
-                      null_std=null_std, n_pairs=n, n_permutations=int(n_permutations), seed=int(seed),
+                      null_std=null_std, n_pairs=n, n_permutations=int(null.size), seed=int(seed),
                       details=details, flags=tuple(flags), method=used_method, device=used_device,
-                      backend=used_backend,
-                      precision=used_precision, tolerance=tolerance)
+                      backend=used_backend, precision=used_precision, tolerance=tolerance, exact=exact,
+                      p_min=smallest_p(n, int(null.size)))
 
 
 def default_threads() -> int:

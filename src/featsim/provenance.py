@@ -6,7 +6,9 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import glob
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,11 +48,58 @@ def make_provenance(config_slice: Any, **ids: Any) -> dict:
     return record
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree, if there is one."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+TEMP_NAME = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)$")
+"""Name of the temporary sibling `<target>.tmp-<pid>` that `atomic_path` writes before renaming."""
+
+
+def temp_target(path: str | os.PathLike) -> tuple[Path, int] | None:
+    """(final path, writer pid) of a temporary path written by `atomic_path`; None for any other path."""
+    match = TEMP_NAME.match(Path(path).name)
+    return (Path(path).with_name(match["target"]), int(match["pid"])) if match else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (another user's process counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_orphaned_temp(path: str | os.PathLike) -> bool:
+    """A temporary path of `atomic_path` whose writer process is gone (killed before it could clean up)."""
+    owner = temp_target(path)
+    return owner is not None and owner[1] != os.getpid() and not process_alive(owner[1])
+
+
+def remove_orphaned_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of `final` left by dead writers; return what was removed.
+
+    Called when a new writer of `final` starts: Snakemake never runs two jobs writing one output at
+    once, so even on a cluster (where the pid test, of this host, says nothing about other nodes) the
+    earlier writer of that target is gone.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for candidate in final.parent.glob(f"{glob.escape(final.name)}.tmp-*"):
+        owner = temp_target(candidate)
+        if owner is not None and owner[0] == final and is_orphaned_temp(candidate):
+            remove_path(candidate)
+            removed.append(candidate)
+    return removed
 
 
 @contextlib.contextmanager
@@ -58,15 +107,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and directories; an interrupted or failing writer leaves no file at `path`.
+    Temporary siblings of the same target left by killed writers are removed first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temps(final)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    remove_path(tmp)
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     if not tmp.exists():
         raise FileNotFoundError(f"atomic write of {final} produced nothing at {tmp}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -127,12 +128,19 @@ class SAEInfo:
 # ---------------------------------------------------------------- sources
 
 
-def _sae_config(cfg_dict: dict):
-    """A sae-lens SAEConfig from a raw config dict (pre-6.0 layouts converted)."""
+def _sae_config(cfg_dict: dict, defaulted: bool = False):
+    """A sae-lens SAEConfig from a config dict as a loader returns it.
+
+    Raw dicts (read from a cfg.json, or a converter's output) get sae-lens's `handle_config_defaulting`,
+    which turns pre-6.0 layouts into the 6.x one; dicts it already went through (`defaulted`, e.g. from
+    `load_sae_config_from_huggingface`) must not get it twice: the second pass finds no sae_lens_version
+    and rebuilds `metadata` from top-level keys, losing hook_name, model_name and context_size.
+    """
     from sae_lens import SAEConfig
     from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
 
-    return SAEConfig.from_dict(handle_config_defaulting(dict(cfg_dict)))
+    cfg_dict = dict(cfg_dict)
+    return SAEConfig.from_dict(cfg_dict if defaulted else handle_config_defaulting(cfg_dict))
 
 
 @dataclass(frozen=True)
@@ -155,19 +163,42 @@ def _sae_lens_ids(spec: SAESpec, layer: int, exp_dir: Path) -> dict:
     return {"release": spec.release, "id": spec.fill("id", layer)}
 
 
-def _check_registered_id(spec: SAESpec, ids: dict) -> None:
-    """Stop on an id the sae-lens registry does not know (offline check, before any download)."""
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name", as sae-lens accepts unregistered releases
+
+
+def registry_problems(spec: SAESpec, layers: list[int]) -> list[ConfigError]:
+    """What the sae-lens registry (offline, in the package) says is wrong with a sae_lens entry's release/ids.
+
+    A registered release must know every layer's id; an unregistered release must be a hub repo id
+    ("owner/name"), which sae-lens loads as a plain repo and only the hub can check.
+    """
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    lookup = get_pretrained_saes_directory().get(spec.release)
+    if not spec.release:
+        return [ConfigError(spec.key("release"), "required when the SAE source is sae_lens")]
+    directory = get_pretrained_saes_directory()
+    lookup = directory.get(spec.release)
     if lookup is None:
-        if "/" not in spec.release:
-            raise ConfigError(spec.key("release"), f"{spec.release!r} is neither a sae-lens release nor a hub repo id")
-        return
-    if ids["id"] not in lookup.saes_map:
-        close = difflib.get_close_matches(ids["id"], list(lookup.saes_map), n=3)
-        raise ConfigError(spec.key("id"), f"{ids['id']!r} is not an SAE of release {spec.release!r}"
-                                          + (f"; close: {close}" if close else ""))
+        if HUB_REPO_ID.match(spec.release):
+            return []
+        close = difflib.get_close_matches(spec.release, list(directory), n=3)
+        return [ConfigError(spec.key("release"), f"{spec.release!r} is neither a sae-lens release nor a hub repo id "
+                                                 "(owner/name)" + (f"; did you mean {close}?" if close else ""))]
+    problems = []
+    for layer in layers:
+        sae_id = spec.fill("id", layer)
+        if sae_id not in lookup.saes_map:
+            close = difflib.get_close_matches(sae_id, list(lookup.saes_map), n=3)
+            problems.append(ConfigError(spec.key("id"), f"{sae_id!r} (layer {layer}) is not an SAE of release "
+                                                        f"{spec.release!r}" + (f"; did you mean {close}?" if close else "")))
+    return problems
+
+
+def _check_registered_id(spec: SAESpec, layer: int) -> None:
+    """Stop on a release/id the sae-lens registry rejects (offline check, before any download)."""
+    problems = registry_problems(spec, [layer])
+    if problems:
+        raise problems[0]
 
 
 def _hub_failure(spec: SAESpec, ids: dict, exc: Exception) -> ConfigError:
@@ -180,9 +211,9 @@ def _sae_lens_config(spec: SAESpec, layer: int, exp_dir: Path):
     from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
 
     ids = _sae_lens_ids(spec, layer, exp_dir)
-    _check_registered_id(spec, ids)
+    _check_registered_id(spec, layer)
     try:
-        return _sae_config(load_sae_config_from_huggingface(ids["release"], ids["id"], device="cpu"))
+        return _sae_config(load_sae_config_from_huggingface(ids["release"], ids["id"], device="cpu"), defaulted=True)
     except (EntryNotFoundError, LocalEntryNotFoundError, OSError) as exc:
         raise _hub_failure(spec, ids, exc) from exc
 
@@ -192,7 +223,7 @@ def _sae_lens_load(spec: SAESpec, layer: int, exp_dir: Path, device: str):
     from sae_lens import SAE
 
     ids = _sae_lens_ids(spec, layer, exp_dir)
-    _check_registered_id(spec, ids)
+    _check_registered_id(spec, layer)
     try:
         return SAE.from_pretrained(ids["release"], ids["id"], device=device, dtype="float32")
     except (EntryNotFoundError, LocalEntryNotFoundError, OSError) as exc:
@@ -654,7 +685,7 @@ def make_codes(acts_path: str | Path, model: str, layer: int, sae: dict, activat
     described = {"model": model, "layer": int(layer), "hook": hook, "sae_hook": info.hook_name, "d_in": info.d_in,
                  "d_sae": info.d_sae, "architecture": info.architecture, "sae_source": spec.source, **info.ids,
                  "activation": activation, "acts_store": str(acts_path), "tokens_vocab_hash": acts.attrs.get("tokens_vocab_hash")}
-    attrs = {**(provenance or {}), **described}
+    attrs = {**(provenance or {}), **described, "lm_dtype": acts.attrs.get("lm_dtype")}  # named if codes are not finite
     quality = write_codes_from_acts(acts, sae_model, activation, out_codes, attrs,
                                     check=fvu_gate(spec, layer, hook, enforce))
     save_npy(out_decoder, sae_model.W_dec.detach().float().cpu().numpy())  # [d_sae, d_model]

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from featsim.metrics import DegenerateInputError, as_float64, get_metric
+from featsim.multiple_testing import DEFAULT_ALPHA, underpowered_reason
 from featsim.null import permutation_test
 from featsim.provenance import make_provenance, read_parquet_provenance, save_npy, write_json
 
@@ -36,11 +37,20 @@ def cell_seed(base_seed: int, *identity: str | int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def _not_scored(metric: str, n_pairs: int, n_permutations: int, seed: int, reason: str, options: dict) -> dict:
+def _not_scored(metric: str, n_pairs: int, n_permutations: int, seed: int, reason: str, options: dict,
+                details: dict | None = None) -> dict:
     return {"status": "not_scored", "reason": reason, "metric": metric, "observed": None, "null_mean": None,
-            "null_std": None, "p_value": None, "z": None, "n_pairs": n_pairs, "n_permutations": n_permutations,
-            "seed": seed, "flags": ["not_scored"], "invariances": sorted(get_metric(metric).invariances),
-            "options": options}
+            "null_std": None, "p_value": None, "z": None, "p_min": None, "n_pairs": n_pairs,
+            "n_permutations": n_permutations, "seed": seed, **(details or {}), "flags": ["not_scored"],
+            "invariances": sorted(get_metric(metric).invariances), "options": options}
+
+
+def power_status(p_min: float, alpha: float, n_pairs: int, n_permutations: int) -> tuple[str, str]:
+    """(status, reason) of a scored cell on its own: underpowered when its smallest attainable p
+    max(1/(m+1), 1/n!) is not below alpha (the summary also checks the adjusted floor of its family)."""
+    if p_min >= alpha:
+        return "underpowered", underpowered_reason(p_min, alpha, n_pairs, n_permutations)
+    return "scored", ""
 
 
 def paired_rows(decoder, latents: np.ndarray) -> np.ndarray:
@@ -54,12 +64,14 @@ def paired_rows(decoder, latents: np.ndarray) -> np.ndarray:
 
 def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
                           options: Mapping[str, Any] | None = None, *, device: str = "auto",
-                          precision: str = "auto", threads: int | None = None,
-                          progress: bool = False) -> tuple[dict, np.ndarray]:
+                          precision: str = "auto", threads: int | None = None, progress: bool = False,
+                          alpha: float = DEFAULT_ALPHA) -> tuple[dict, np.ndarray]:
     """The json-ready record of one cell and its null draws ([m], empty when not scored).
 
     decoder_a [d_sae_a, d_model_a], decoder_b [d_sae_b, d_model_b]; pairs_a, pairs_b: latent
-    indices of equal length (pair i = (pairs_a[i], pairs_b[i])).
+    indices of equal length (pair i = (pairs_a[i], pairs_b[i])). `status`: one of
+    featsim.multiple_testing.STATUSES; `p_min`: the smallest attainable p; `alpha`: the significance
+    level behind `underpowered`.
     """
     registered = get_metric(metric)
     options = registered.resolve_options(options)
@@ -81,17 +93,18 @@ def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n
                                   precision=precision, threads=threads, progress=progress)
     except DegenerateInputError as error:
         log.warning("%s not scored: %s", metric, error)
-        return _not_scored(metric, n_pairs, n_permutations, seed, str(error), options), np.empty(0)
-    record = {"status": "scored", "reason": "", **result.to_dict(),
+        return _not_scored(metric, n_pairs, n_permutations, seed, str(error), options, error.details), np.empty(0)
+    status, reason = power_status(result.p_min, alpha, n_pairs, result.n_permutations)
+    record = {"status": status, "reason": reason, **result.to_dict(), "alpha": float(alpha),
               "invariances": sorted(registered.invariances), "options": options}
     return record, result.null
 
 
 def score_pairs(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
                 options: Mapping[str, Any] | None = None, **null_options) -> dict:
-    """JSON-ready record of one cell: status, observed, null_mean, null_std, p_value, z, n_pairs,
-    n_permutations, seed, k_a/k_b (svcca), flags, invariances. `null_options`: device, precision,
-    threads, progress (see featsim.null.permutation_test)."""
+    """JSON-ready record of one cell: status, reason, observed, null_mean, null_std, p_value, p_min, z,
+    n_pairs, n_permutations, seed, k_a/k_b (svcca), flags, invariances. `null_options`: device,
+    precision, threads, progress (see featsim.null.permutation_test), alpha."""
     record, _ = score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric, n_permutations, seed,
                                       options, **null_options)
     return record
@@ -127,10 +140,11 @@ def write_score(json_path: str | os.PathLike, null_path: str | os.PathLike, reco
 def score_cell(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike, decoder_b_path: str | os.PathLike,
                json_path: str | os.PathLike, null_path: str | os.PathLike, *, metric: str,
                null_config: Mapping[str, Any], metric_options: Mapping[str, Any] | None,
-               identity: Mapping[str, Any], threads: int | None = None) -> dict:
+               identity: Mapping[str, Any], threads: int | None = None, alpha: float = DEFAULT_ALPHA) -> dict:
     """The `score` rule: load pairs and decoders, score with a per-cell seed, write json + null.npy.
 
     identity: experiment, comparison, pairing, layer_a, layer_b (used for the seed and provenance).
+    alpha: config `alpha`, the significance level behind the `underpowered` status.
     """
     null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
     seed = cell_seed(null_config["seed"], identity["comparison"], identity["pairing"],
@@ -142,12 +156,13 @@ def score_cell(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike,
     record, null = score_pairs_with_null(
         load_decoder(decoder_a_path), load_decoder(decoder_b_path), pairs_a, pairs_b, metric,
         int(null_config["permutations"]), seed, metric_options, device=null_config["device"],
-        precision=null_config["precision"], threads=threads, progress=True)
+        precision=null_config["precision"], threads=threads, progress=True, alpha=alpha)
     record["base_seed"] = int(null_config["seed"])
     log.info("%s: status %s, observed %s, null mean %s, p %s, flags %s (%.1f s)", metric, record["status"],
              record["observed"], record["null_mean"], record["p_value"], record["flags"],
              time.perf_counter() - started)
-    config_slice = {"null": dict(null_config), "metric": metric, "metric_options": dict(metric_options or {})}
+    config_slice = {"null": dict(null_config), "metric": metric, "metric_options": dict(metric_options or {}),
+                    "alpha": float(alpha)}
     provenance = make_provenance(config_slice, **identity, metric=metric,
                                  pairs=read_parquet_provenance(pairs_path), pairs_file=str(Path(pairs_path)))
     write_score(json_path, null_path, record, null, provenance)
@@ -157,7 +172,8 @@ def score_cell(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike,
 def score_cell_metrics(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike,
                        decoder_b_path: str | os.PathLike, outputs: Mapping[str, tuple[str, str]], *,
                        null_config: Mapping[str, Any], metric_options: Mapping[str, Any] | None,
-                       identity: Mapping[str, Any], threads: int | None = None) -> dict[str, dict]:
+                       identity: Mapping[str, Any], threads: int | None = None,
+                       alpha: float = DEFAULT_ALPHA) -> dict[str, dict]:
     """The `score` rule: every metric of one cell (metric -> (json path, null path)), one process.
 
     One job per cell instead of per metric saves a process start per metric; every metric sees the
@@ -166,5 +182,5 @@ def score_cell_metrics(pairs_path: str | os.PathLike, decoder_a_path: str | os.P
     options = dict(metric_options or {})
     return {metric: score_cell(pairs_path, decoder_a_path, decoder_b_path, json_path, null_path, metric=metric,
                                null_config=null_config, metric_options=options.get(metric) or {},
-                               identity=identity, threads=threads)
+                               identity=identity, threads=threads, alpha=alpha)
             for metric, (json_path, null_path) in outputs.items()}

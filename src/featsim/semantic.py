@@ -43,9 +43,11 @@ class SemanticConfig:
     min_latents: int = 3  # fewer concept latents on a side, or fewer pairs: not scored
     metrics: tuple[str, ...] | None = None  # metrics scored on concepts (default: the top-level metrics)
     truth_min_fraction: float = 0.5  # toy ground truth: share of top examples a category needs
+    min_keywords: int = 3  # concept labels (featsim.concept_labels): distinct keywords a label needs
+    agreement_permutations: int = 10000  # concept agreement and contrast nulls (featsim.concept_evidence)
 
     def __post_init__(self) -> None:
-        for key in ("min_examples", "min_latents"):
+        for key in ("min_examples", "min_latents", "min_keywords", "agreement_permutations"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"semantic.{key}", f"must be a positive integer, got {value!r}")
@@ -241,7 +243,8 @@ def score_concept(table: pd.DataFrame, info: dict, decoder_a: np.ndarray, decode
 
     Returns the json-ready record (`featsim.scoring.score_pairs_with_null`'s, plus the concept, the
     latent counts per side, the keywords carrying the pairs and `few_pairs_flag`: the n < 5 k guard of
-    the SVCCA family) and the null draws. `null_options`: device, precision, threads, progress.
+    the SVCCA family) and the null draws. `null_options`: device, precision, threads, progress, alpha
+    (status `underpowered` when the cell's smallest attainable p is not below it).
     """
     from featsim.scoring import score_pairs_with_null
 
@@ -250,7 +253,7 @@ def score_concept(table: pd.DataFrame, info: dict, decoder_a: np.ndarray, decode
     if info.get("status") != STATUS_PAIRED:
         record = {**header, "status": STATUS_NOT_SCORED, "reason": info.get("reason", "not paired"),
                   "observed": None, "null_mean": None, "null_std": None, "p_value": None, "z": None,
-                  "n_pairs": int(len(table)), "n_permutations": int(n_permutations), "seed": int(seed),
+                  "p_min": None, "n_pairs": int(len(table)), "n_permutations": int(n_permutations), "seed": int(seed),
                   "flags": ["not_scored"], "keywords": None, "few_pairs_flag": None}
         return record, np.empty(0)
     a = table["a"].to_numpy(dtype=np.int64)
@@ -424,7 +427,7 @@ def read_concept_pairs(path) -> tuple[pd.DataFrame, dict]:
 
 def write_concept_score(pairs_path, decoder_a_path, decoder_b_path, concept_path, json_path, null_path, metric: str,
                         null_config: dict, options: dict | None = None, identity: dict | None = None,
-                        threads: int | None = None) -> dict:
+                        threads: int | None = None, alpha: float | None = None) -> dict:
     """The `semantic_score` target: one metric on one concept's pairs, null at the same n (json + null.npy).
 
     `identity` (experiment, comparison, concept, pairing, layer_a, layer_b) seeds the cell's
@@ -432,8 +435,10 @@ def write_concept_score(pairs_path, decoder_a_path, decoder_b_path, concept_path
     """
     from featsim.concepts import load_concept
     from featsim.provenance import make_provenance
+    from featsim.multiple_testing import DEFAULT_ALPHA
     from featsim.scoring import NULL_DEFAULTS, cell_seed, load_decoder, write_score
 
+    alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     identity = dict(identity or {})
     null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
     seed = cell_seed(null_config["seed"], "semantic", identity.get("comparison"), identity.get("concept"),
@@ -442,10 +447,11 @@ def write_concept_score(pairs_path, decoder_a_path, decoder_b_path, concept_path
     concept = load_concept(concept_path)
     record, null = score_concept(table, info, load_decoder(decoder_a_path), load_decoder(decoder_b_path), metric,
                                  int(null_config["permutations"]), seed, options, concept,
-                                 device=null_config["device"], precision=null_config["precision"], threads=threads)
+                                 device=null_config["device"], precision=null_config["precision"], threads=threads,
+                                 alpha=alpha)
     record["base_seed"] = int(null_config["seed"])
     provenance = make_provenance({"null": null_config, "metric": metric, "metric_options": dict(options or {}),
-                                  "concept": _concept_record(concept)},
+                                  "concept": _concept_record(concept), "alpha": alpha},
                                  kind="semantic_score", **identity, metric=metric, pairs_file=str(pairs_path))
     write_score(json_path, null_path, record, null, provenance)
     return record
@@ -507,7 +513,7 @@ class ConceptCell:
 def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_config: dict, correlation_config: dict,
                         min_latents: int, null_config: dict, metric_options: dict, pairing: str,
                         identity: dict, threads: int | None = None, tokens_path=None,
-                        split_config: dict | None = None) -> list[dict]:
+                        split_config: dict | None = None, alpha: float | None = None) -> list[dict]:
     """The `semantic_<cmp>` rule: pair and score one concept in every layer cell of one comparison.
 
     One job per (comparison, concept, pairing) keeps the toy run's process count small; each cell is
@@ -526,6 +532,6 @@ def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_confi
         for metric, (json_path, null_path) in cell.scores.items():
             record = write_concept_score(cell.pairs, cell.decoder_a, cell.decoder_b, concept_path, json_path,
                                          null_path, metric, null_config, metric_options.get(metric) or {},
-                                         identity=cell_identity, threads=threads)
+                                         identity=cell_identity, threads=threads, alpha=alpha)
             records.append({**record, "metric": metric, "layer_a": cell.layer_a, "layer_b": cell.layer_b})
     return records

@@ -1,9 +1,11 @@
 """Summary tables: score jsons of one (comparison, pairing) -> one CSV row per cell, with adjusted p.
 
 A *cell* is one layer pair (whole space) or one (concept, layer pair) (semantic subspaces). The
-multiple-testing family is every scored cell of one (comparison, pairing, metric): Holm and
-Benjamini-Hochberg adjusted p are both written, `correction` picks the one behind `p_adjusted`,
-`significant` and the figures' marks, and the `family` column names the family in words.
+multiple-testing family is every cell with a p-value (status scored or underpowered) of one
+(comparison, pairing, metric): Holm and Benjamini-Hochberg adjusted p are both written, `correction`
+picks the one behind `p_adjusted`, `significant` and the figures' marks, and the `family` column names
+the family in words. A cell's `status` is scored, not_scored (no p; `reason` says why) or underpowered
+(its smallest attainable adjusted p, `p_min_adjusted`, is not below `alpha`: it can never be significant).
 A CSV has no metadata slot, so provenance goes to `<name>.provenance.json` beside it.
 """
 
@@ -20,22 +22,25 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from featsim.multiple_testing import adjust_pvalues
+from featsim.multiple_testing import (DEFAULT_ALPHA, STATUSES, WITH_P, adjust_pvalues, smallest_adjusted_p,
+                                     underpowered_reason)
 from featsim.provenance import atomic_path, make_provenance, write_json
 
-ALPHA = 0.05
-"""Adjusted-p level behind the `significant` column."""
+ALPHA = DEFAULT_ALPHA
+"""Default adjusted-p level behind the `significant` column (config `alpha`)."""
+
 
 STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 """Significance marks drawn from adjusted p (a 1000-permutation null reaches at best p = 1/1001)."""
 
 CORRECTIONS = ("holm", "bh")
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
 CELL_NAME = re.compile(r"^A(?P<layer_a>\d+)_B(?P<layer_b>\d+)$")
 
 SCORE_COLUMNS = [
     "comparison", "pairing", "metric", "cell", "layer_a", "layer_b", "status", "reason",
-    "observed", "null_mean", "null_std", "z", "p_value", "p_min", "p_holm", "p_bh",
+    "observed", "null_mean", "null_std", "z", "p_value", "p_min", "p_min_adjusted", "p_holm", "p_bh",
     "correction", "p_adjusted", "significant", "family", "family_size",
     "n_pairs", "n_permutations", "seed", "k_a", "k_b", "flags",
 ]
@@ -63,21 +68,23 @@ COLUMN_DOCS = {
     "cell": "layer pair A{layer_a}_B{layer_b}",
     "layer_a": "layer of the comparison's model a",
     "layer_b": "layer of the comparison's model b",
-    "status": "scored | not_scored",
-    "reason": "why a cell was not scored (empty when scored)",
+    "status": "scored | not_scored (no meaningful score, no p) | underpowered (p_min_adjusted >= alpha: "
+              "it cannot be significant, whatever the data)",
+    "reason": "why a cell is not scored or underpowered (empty when scored)",
     "observed": "metric on the paired latents",
     "null_mean": "mean of the metric over the shuffled-pairing null (B rows permuted)",
     "null_std": "standard deviation of the null",
-    "z": "(observed - null_mean) / null_std",
-    "p_value": "permutation p = (b+1)/(m+1), b = null draws >= observed",
-    "p_min": "smallest attainable p, 1/(m+1)",
+    "z": "(observed - null_mean) / null_std; empty when null_std is within the null's rounding tolerance",
+    "p_value": "permutation p = (b+1)/(m+1), b = null draws >= observed (exact test with m = n! - 1 for tiny n)",
+    "p_min": "smallest attainable p, max(1/(m+1), 1/n!)",
+    "p_min_adjusted": "smallest attainable adjusted p (per `correction`) within `family`: the p_min vector adjusted",
     "p_holm": "Holm-adjusted p within `family`",
     "p_bh": "Benjamini-Hochberg-adjusted p within `family`",
     "correction": "config `correction`: which adjusted p drives p_adjusted/significant/marks",
     "p_adjusted": "p_holm or p_bh, per `correction`",
-    "significant": f"p_adjusted < {ALPHA}",
+    "significant": "status scored and p_adjusted < alpha (config `alpha`, default 0.05)",
     "family": "the multiple-testing family these adjusted p belong to",
-    "family_size": "number of scored cells in the family",
+    "family_size": "number of cells with a p-value (scored or underpowered) in the family",
     "n_pairs": "paired latents the metric was computed on",
     "n_permutations": "null draws m",
     "seed": "seed of this cell's null",
@@ -119,8 +126,8 @@ def read_score(path: str | os.PathLike) -> dict:
     """One score json as a flat row (floats NaN where absent); checks status and the p-value floor."""
     record = json.loads(Path(path).read_text())
     status = record.get("status")
-    if status not in ("scored", "not_scored"):
-        raise ValueError(f"{path}: status must be 'scored' or 'not_scored', got {status!r}")
+    if status not in STATUSES:
+        raise ValueError(f"{path}: status must be one of {', '.join(STATUSES)}, got {status!r}")
     layer_a, layer_b = parse_cell(path)
     n_permutations = record.get("n_permutations")
     row = {
@@ -135,7 +142,7 @@ def read_score(path: str | os.PathLike) -> dict:
         "null_std": _optional_float(record.get("null_std")),
         "z": _optional_float(record.get("z")),
         "p_value": _optional_float(record.get("p_value")),
-        "p_min": 1.0 / (n_permutations + 1) if n_permutations else math.nan,
+        "p_min": _p_min(record, status, n_permutations),
         "n_pairs": int(record.get("n_pairs") or 0),
         "n_permutations": int(n_permutations or 0),
         "seed": record.get("seed"),
@@ -146,14 +153,23 @@ def read_score(path: str | os.PathLike) -> dict:
     }
     if "concept" in record:
         row.update(_concept_columns(record))
-    if status == "scored":
+    if status in WITH_P:
         p_value = row["p_value"]
         if not (np.isfinite(p_value) and 0.0 < p_value <= 1.0):
-            raise ValueError(f"{path}: a scored cell needs p_value in (0, 1], got {p_value}")
+            raise ValueError(f"{path}: a {status} cell needs p_value in (0, 1], got {p_value}")
         if np.isfinite(row["p_min"]) and p_value < row["p_min"] * (1 - 1e-9):
-            raise ValueError(f"{path}: p_value {p_value} is below 1/(m+1) = {row['p_min']} for "
-                             f"m = {n_permutations} permutations; rebuild the score (p must be (b+1)/(m+1))")
+            raise ValueError(f"{path}: p_value {p_value} is below its floor max(1/(m+1), 1/n!) = {row['p_min']} "
+                             f"(m = {n_permutations}); rebuild the score (p must be (b+1)/(m+1))")
     return row
+
+
+def _p_min(record: Mapping, status: str, n_permutations) -> float:
+    """The record's p_min; records written before p_min existed get 1/(m+1)."""
+    if status not in WITH_P:
+        return math.nan
+    if record.get("p_min") is not None:
+        return float(record["p_min"])
+    return 1.0 / (n_permutations + 1) if n_permutations else math.nan
 
 
 def diagnostics_path(pairs_path: str | os.PathLike) -> Path:
@@ -220,32 +236,46 @@ def significance_marks(p_adjusted: float) -> str:
     return ""
 
 
-def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction: str, over: str) -> pd.DataFrame:
-    """Add p_holm, p_bh, p_adjusted, significant, family, family_size; one family per `family_keys` group.
+def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction: str, over: str,
+                    alpha: float = ALPHA) -> pd.DataFrame:
+    """Add p_holm, p_bh, p_adjusted, p_min_adjusted, significant, family, family_size; one family per
+    `family_keys` group, and mark cells whose p_min_adjusted is not below `alpha` underpowered.
 
-    Only scored cells enter a family; not-scored cells keep NaN adjusted p. `over` names what the
-    family ranges over (e.g. "layer pairs"), written into the `family` column.
+    Cells with a p-value (scored or underpowered) enter a family; not-scored cells keep NaN adjusted p.
+    `over` names what the family ranges over (e.g. "layer pairs"), written into the `family` column.
     """
     if correction not in CORRECTIONS:
         raise ValueError(f"config key 'correction': {correction!r} is not one of {CORRECTIONS}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"config key 'alpha': must be in (0, 1), got {alpha!r}")
     table = table.copy()
-    for column in ("p_holm", "p_bh"):
+    for column in ("p_holm", "p_bh", "p_min_adjusted"):
         table[column] = np.nan
     table["family"] = ""
     table["family_size"] = 0
     for keys, group in table.groupby(list(family_keys), sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
-        scored = group.index[group["status"] == "scored"]
+        tested = group.index[group["status"].isin(WITH_P)]
         name = "; ".join(f"{k}={v}" for k, v in zip(family_keys, keys)) + f"; over {over}"
         table.loc[group.index, "family"] = name
-        table.loc[group.index, "family_size"] = len(scored)
-        if len(scored):
-            p_values = table.loc[scored, "p_value"].to_numpy(dtype=float)
-            table.loc[scored, "p_holm"] = adjust_pvalues(p_values, method="holm")
-            table.loc[scored, "p_bh"] = adjust_pvalues(p_values, method="bh")
+        table.loc[group.index, "family_size"] = len(tested)
+        if len(tested):
+            p_values = table.loc[tested, "p_value"].to_numpy(dtype=float)
+            table.loc[tested, "p_holm"] = adjust_pvalues(p_values, method="holm")
+            table.loc[tested, "p_bh"] = adjust_pvalues(p_values, method="bh")
+            table.loc[tested, "p_min_adjusted"] = smallest_adjusted_p(table.loc[tested, "p_min"].to_numpy(float),
+                                                                      method=correction)
     table["correction"] = correction
     table["p_adjusted"] = table["p_holm" if correction == "holm" else "p_bh"]
-    table["significant"] = table["p_adjusted"] < ALPHA
+    weak = table["status"].isin(WITH_P) & ~(table["p_min_adjusted"] < alpha)
+    for index in table.index[weak]:
+        row = table.loc[index]
+        table.loc[index, "status"] = "underpowered"
+        table.loc[index, "reason"] = underpowered_reason(
+            float(row["p_min"]), alpha, int(row["n_pairs"]), int(row["n_permutations"]),
+            p_min_adjusted=float(row["p_min_adjusted"]), correction=CORRECTION_NAMES[correction],
+            family_size=int(row["family_size"]))
+    table["significant"] = (table["status"] == "scored") & (table["p_adjusted"] < alpha)
     return table
 
 
@@ -255,7 +285,7 @@ def _ordered(table: pd.DataFrame, columns: Sequence[str], sort_by: Sequence[str]
 
 
 def summarize_scores(score_paths: Iterable[str | os.PathLike], diagnostics_paths: Iterable[str | os.PathLike],
-                     comparison: str, pairing: str, correction: str) -> pd.DataFrame:
+                     comparison: str, pairing: str, correction: str, alpha: float = ALPHA) -> pd.DataFrame:
     """One row per (layer pair, metric) of a comparison/pairing, adjusted across each metric's layer grid.
 
     `diagnostics_paths` are the pairs' `A{la}_B{lb}.diagnostics.json` files; their mean correlations
@@ -273,12 +303,12 @@ def summarize_scores(score_paths: Iterable[str | os.PathLike], diagnostics_paths
     else:
         for key in PAIR_COLUMNS:
             table[key] = np.nan if key != "filter_counts" else ""
-    table = adjust_families(table, ["comparison", "pairing", "metric"], correction, over="layer pairs")
+    table = adjust_families(table, ["comparison", "pairing", "metric"], correction, over="layer pairs", alpha=alpha)
     return _ordered(table, SCORE_COLUMNS + PAIR_COLUMNS, ["metric", "layer_a", "layer_b"])
 
 
 def summarize_semantic(semantic_paths: Iterable[str | os.PathLike], comparison: str, pairing: str,
-                       correction: str) -> pd.DataFrame:
+                       correction: str, alpha: float = ALPHA) -> pd.DataFrame:
     """One row per (layer pair, concept, metric), adjusted across each metric's concept x layer grid."""
     rows = [read_score(path) for path in semantic_paths]
     if not rows:
@@ -290,7 +320,7 @@ def summarize_semantic(semantic_paths: Iterable[str | os.PathLike], comparison: 
     table.insert(0, "comparison", comparison)
     table.insert(1, "pairing", pairing)
     table = adjust_families(table, ["comparison", "pairing", "metric"], correction,
-                            over="concepts x layer pairs")
+                            over="concepts x layer pairs", alpha=alpha)
     columns = SCORE_COLUMNS[:3] + ["concept"] + SCORE_COLUMNS[3:] + SEMANTIC_EXTRA[1:]
     return _ordered(table, columns, ["metric", "concept", "layer_a", "layer_b"])
 
@@ -323,9 +353,11 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 
 
 HTML_COLUMNS = ["comparison", "scope", "metric", "concept", "cell", "status", "n_cells", "n_scored", "n_significant",
+                "n_underpowered", "n_not_scored",
                 "median_observed", "median_null_mean", "median_excess", "median_z", "median_n_pairs", "observed", "null_mean", "null_std", "z", "p_value",
-                "p_adjusted", "n_pairs", "n_latents_a", "n_latents_b", "n_pairs_sharing_keyword", "k_a", "k_b",
-                "mean_corr_before", "mean_corr_after", "flags", "reason"]
+                "p_adjusted", "p_min_adjusted", "n_pairs", "n_latents_a", "n_latents_b", "n_pairs_sharing_keyword",
+                "k_a", "k_b",
+                "mean_corr_before", "mean_corr_after", "flags", "reason", "not_scored_reasons"]
 
 
 def _fmt(value) -> str:
@@ -343,8 +375,9 @@ def summary_html(table: pd.DataFrame, title: str, provenance: Mapping | None = N
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "<th>mark</th>"
     body = []
     for _, row in table.iterrows():
-        mark = significance_marks(float(row["p_adjusted"])) if "p_adjusted" in row else ""
-        style = ' class="sig"' if mark else (' class="ns"' if row.get("status", "scored") != "scored" else "")
+        status = row.get("status", "scored")
+        mark = significance_marks(float(row["p_adjusted"])) if "p_adjusted" in row and status == "scored" else ""
+        style = ' class="sig"' if mark else {"not_scored": ' class="ns"', "underpowered": ' class="up"'}.get(status, "")
         cells = "".join(f"<td>{_fmt(row[c])}</td>" for c in columns)
         body.append(f"<tr{style}>{cells}<td>{mark}</td></tr>")
     families = sorted(set(table["family"])) if len(table) and "family" in table else []
@@ -356,11 +389,13 @@ def summary_html(table: pd.DataFrame, title: str, provenance: Mapping | None = N
 body {{ font-family: sans-serif; font-size: 13px; margin: 1em; }}
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
 th {{ background: #eee; position: sticky; top: 0; }} tr.sig td {{ background: #e6f4e6; }}
-tr.ns td {{ color: #999; }}
+tr.ns td {{ color: #999; }} tr.up td {{ color: #8a5a00; background: #fff4e0; font-style: italic; }}
 </style></head><body>
 <h2>{html.escape(title)}</h2>
 <p>p_adjusted is the <b>{html.escape(str(correction))}</b>-adjusted permutation p within each family below;
-marks: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001. Grey rows were not scored (see reason).
+marks: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001. Grey rows were not scored (see reason); italic orange rows
+are underpowered: their smallest attainable adjusted p (p_min_adjusted) is not below alpha, so they can never be
+significant (not the same as "not significant").
 The full table, with both adjustments and provenance, is the CSV beside this file.</p>
 <ul>{family_text}</ul>
 <table><thead><tr>{head}</tr></thead><tbody>
@@ -384,22 +419,35 @@ def write_summary_target(table: pd.DataFrame, csv_path: str | os.PathLike, html_
     write_html(html_path, summary_html(table, title, provenance))
 
 
+def _reason_counts(reasons: pd.Series) -> str:
+    """Distinct reasons with their counts, most common first, ' | '-joined; numbers (which differ per
+    cell) read N, so cells not scored for the same rule count together."""
+    heads = reasons.fillna("").astype(str).map(lambda text: re.sub(r"\d+", "N", text).strip() or "unknown")
+    return " | ".join(f"{head} ({count})" for head, count in heads.value_counts().items())
+
+
 def comparison_overview(summaries: Mapping[str, pd.DataFrame],
                         semantic: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per (comparison, scope, metric): how many cells are significant, median observed vs null.
 
     scope is `whole space` (summaries) or `concepts` (semantic summaries). This is the table to read
     `main` against `ceiling` (same-model agreement) and `control` (shared syntax, no shared concepts).
+    Cells are counted by status (scored, underpowered: can never be significant, not scored); medians
+    are over the cells with a p-value (scored and underpowered), `not_scored_reasons` says why the rest
+    have none.
     """
     rows = []
     for scope, tables in (("whole space", summaries), ("concepts", semantic or {})):
         for comparison, table in tables.items():
             for metric, group in table.groupby("metric", sort=False):
-                scored = group[group["status"] == "scored"]
+                scored = group[group["status"].isin(WITH_P)]
+                not_scored = group[group["status"] == "not_scored"]
                 rows.append({
                     "comparison": comparison, "scope": scope, "metric": metric,
-                    "n_cells": len(group), "n_scored": len(scored),
-                    "n_significant": int(scored["significant"].astype(bool).sum()),
+                    "n_cells": len(group), "n_scored": int((group["status"] == "scored").sum()),
+                    "n_underpowered": int((group["status"] == "underpowered").sum()),
+                    "n_not_scored": len(not_scored),
+                    "n_significant": int((scored["significant"].astype(bool) & (scored["status"] == "scored")).sum()),
                     "median_observed": scored["observed"].median(),
                     "median_null_mean": scored["null_mean"].median(),
                     "median_excess": (scored["observed"] - scored["null_mean"]).median(),
@@ -408,5 +456,6 @@ def comparison_overview(summaries: Mapping[str, pd.DataFrame],
                     "mean_corr_after": (scored["mean_corr_after"].mean()
                                         if "mean_corr_after" in scored else np.nan),
                     "correction": group["correction"].iloc[0],
+                    "not_scored_reasons": _reason_counts(not_scored["reason"]),
                 })
     return pd.DataFrame(rows)

@@ -146,9 +146,17 @@ def experiment_tokenizer_source(data: DataConfig, models: dict, exp_dir: str | o
     return lm_tokenizer_source(model_lm(models, first), f"models.{owner}.lm", exp_dir), f"models.{owner}.lm"
 
 
+def vocab_compatible(reference: dict[str, int], other: dict[str, int]) -> bool:
+    """THE tokenizer-identity rule: every token of `reference` (the experiment tokenizer, which made the token
+    ids) has the same id in `other` (a model's tokenizer). Tokens only `other` has (added specials) never
+    occur in the token store, so they do not matter; any token that moved or is missing does.
+    """
+    return all(other.get(token) == index for token, index in reference.items())
+
+
 def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | os.PathLike,
                            loader: Callable[[str], Any] = load_tokenizer) -> None:
-    """Stop unless every model's LM tokenizer has exactly the experiment tokenizer's vocabulary."""
+    """Stop unless every model's LM tokenizer is `vocab_compatible` with the experiment tokenizer."""
     reference = tokenizer.get_vocab()
     checked: dict[str, bool] = {source: True}
     for name in models:
@@ -156,14 +164,14 @@ def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | 
         model_source = lm_tokenizer_source(model_lm(models, name), f"models.{owner}.lm", exp_dir)
         if model_source not in checked:
             try:
-                checked[model_source] = loader(model_source).get_vocab() == reference
+                checked[model_source] = vocab_compatible(reference, loader(model_source).get_vocab())
             except OSError as exc:
                 raise ConfigError(f"models.{owner}.lm", f"cannot load the tokenizer {model_source} of model '{name}': "
                                                         f"{exc}") from exc
         if not checked[model_source]:
             raise ConfigError(f"models.{owner}.lm",
-                              f"model '{name}' uses tokenizer {model_source}, whose vocabulary differs from the "
-                              f"experiment tokenizer {source}; all models of an experiment must share one "
+                              f"model '{name}' uses tokenizer {model_source}, which gives tokens of the experiment "
+                              f"tokenizer {source} other ids (or lacks them); all models of an experiment must share one "
                               "tokenizer (compare models with the same vocabulary, or split the experiment)")
 
 
@@ -251,6 +259,29 @@ def local_documents(data: DataConfig, exp_dir: Path) -> Iterator[str]:
             yield text
 
 
+def hf_dataset_location(hf: dict) -> tuple[str, str | None]:
+    """(path, revision) that `datasets.load_dataset` reads `data.hf` from.
+
+    A local directory is read as is. A hub dataset is read from the hub, at `revision`; offline
+    (HF_HUB_OFFLINE=1, e.g. on compute nodes after `featsim prefetch`) from its snapshot in the HF cache,
+    because datasets' hub loader needs the network to resolve a repository.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    path, revision = str(hf["path"]), hf.get("revision")
+    if Path(path).expanduser().is_dir():
+        return str(Path(path).expanduser()), None
+    if not constants.is_offline_mode():
+        return path, revision
+    try:
+        return snapshot_download(path, repo_type="dataset", revision=revision, local_files_only=True), None
+    except LocalEntryNotFoundError as exc:
+        raise ConfigError("data.hf.path", f"dataset {path!r} (revision {revision or 'main'}) is not in the HF cache "
+                                          "and HF_HUB_OFFLINE is set: run `featsim prefetch CONFIG` where there is "
+                                          "internet, with the same HF_HOME") from exc
+
+
 def hf_documents(data: DataConfig, exp_dir: Path) -> Iterator[str]:
     """Documents of a Hugging Face dataset, in stream order unless `data.hf.shuffle_buffer` > 0."""
     import datasets
@@ -259,7 +290,9 @@ def hf_documents(data: DataConfig, exp_dir: Path) -> Iterator[str]:
     if not hf.get("path"):
         raise ConfigError("data.hf.path", "required when data.source is hf")
     streaming = bool(hf.get("streaming", True))
-    dataset = datasets.load_dataset(hf["path"], hf.get("name"), split=hf.get("split", "train"), streaming=streaming)
+    location, revision = hf_dataset_location(hf)
+    dataset = datasets.load_dataset(location, hf.get("name"), split=hf.get("split", "train"), streaming=streaming,
+                                    revision=revision, data_files=hf.get("data_files"))
     text_field = hf.get("text_field", "text")
     columns = dataset.column_names
     if columns is not None and text_field not in columns:

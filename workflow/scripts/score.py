@@ -13,5 +13,5 @@ score_cell_metrics(
     null_config=dict(sm.params.null), metric_options=dict(sm.params.options),
     identity={"experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing,
               "layer_a": int(wc.la), "layer_b": int(wc.lb)},
-    threads=sm.threads,
+    threads=sm.threads, alpha=float(sm.params.alpha),
 )

@@ -25,8 +25,8 @@ records = score_concept_cells(
     min_latents=int(sm.params.min_latents), null_config=dict(sm.params.null), metric_options=dict(sm.params.options),
     pairing=wc.pairing, identity={"experiment": wc.exp, "comparison": sm.params.comparison, "concept": wc.concept,
                                   "pairing": wc.pairing}, threads=sm.threads,
-    tokens_path=inputs.tokens, split_config=dict(sm.params.split))
+    tokens_path=inputs.tokens, split_config=dict(sm.params.split), alpha=float(sm.params.alpha))
 for record in records:
-    log.info("concept %s %s A%s/B%s: %s n=%s observed=%s p=%s flags=%s", wc.concept, record.get("metric"),
+    log.info("concept %s %s A%s/B%s: %s n=%s observed=%s p=%s flags=%s %s", wc.concept, record.get("metric"),
              record.get("layer_a"), record.get("layer_b"), record["status"], record.get("n_pairs"),
-             record.get("observed"), record.get("p_value"), record.get("flags"))
+             record.get("observed"), record.get("p_value"), record.get("flags"), record.get("reason") or "")
