@@ -20,17 +20,6 @@ D_IN = 24
 
 
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
 def registry(tmp_path):
     """Adds releases to sae-lens's registry (the same code the rehearsal's sitecustomize runs); removed after."""
     import sae_lens.loading.pretrained_saes_directory as directory_module

@@ -136,18 +136,6 @@ def sparsify_encode_numpy(x: np.ndarray, weights: dict, k: int) -> np.ndarray:
     return codes
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty HF hub cache used by huggingface_hub and transformers (offline mode is set in conftest)."""
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 @pytest.fixture(scope="module")
 def neox_dir(tmp_path_factory):
     return build_neox_checkpoint(tmp_path_factory.mktemp("neox") / "tiny-pythia")
