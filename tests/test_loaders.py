@@ -8,7 +8,6 @@ checkpoints (`cfg.json` + `sae.safetensors` per `layers.L` folder) written exact
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ import pytest
 import torch
 
 from featsim.errors import ConfigError
+from rehearsal import hub_fixtures as hub
 
 WORDS = [f"w{i}" for i in range(40)]
 D_MODEL, N_LAYERS = 32, 3
-CACHE_REV = "0123456789abcdef0123456789abcdef01234567"
 
 
 # ---------------------------------------------------------------- builders
@@ -41,30 +40,14 @@ def word_tokenizer(words=WORDS, bos="<|endoftext|>", eos="<|endoftext|>", pad=No
 
 
 def build_neox_checkpoint(out_dir: Path, tokenizer=None, seed: int = 0) -> Path:
-    """A tiny random GPTNeoXForCausalLM (Pythia architecture) saved as a HF checkpoint directory."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    tokenizer = tokenizer or word_tokenizer()
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=D_MODEL, num_hidden_layers=N_LAYERS,
-                           num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                           rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(config).eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    """A tiny random GPTNeoXForCausalLM (Pythia architecture; d_mlp 64, not 4 d_model) saved as a HF checkpoint."""
+    return hub.build_neox(out_dir, tokenizer or word_tokenizer(), hidden=D_MODEL, layers=N_LAYERS, heads=4,
+                          seed=seed, intermediate=64, max_positions=64)
 
 
-def install_in_hf_cache(hub_cache: Path, repo_id: str, source_dir: Path, repo_type: str = "models") -> Path:
-    """Copy a directory into the HF hub cache layout `models--org--name/snapshots/<rev>/` (+ refs/main)."""
-    repo_dir = hub_cache / f"{repo_type}--{repo_id.replace('/', '--')}"
-    snapshot = repo_dir / "snapshots" / CACHE_REV
-    shutil.copytree(source_dir, snapshot, dirs_exist_ok=True)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(CACHE_REV)
-    return snapshot
+def install_in_hf_cache(hub_cache: Path, repo_id: str, source_dir: Path) -> Path:
+    """A model repo in the HF hub cache layout (blobs, snapshot symlinks, refs/main); returns the snapshot."""
+    return hub.install_repo(hub_cache, repo_id, source_dir)
 
 
 def identity_topk_sae(d_in: int, hook_name: str, seed: int = 0):

@@ -19,7 +19,7 @@ import yaml
 
 from featsim.errors import ConfigError
 from test_correlate import assert_matches_oracle
-from test_loaders import build_neox_checkpoint, hub_cache, install_in_hf_cache  # noqa: F401 (hub_cache: fixture)
+from test_loaders import build_neox_checkpoint, install_in_hf_cache
 
 N_SEQ, CTX, D_MLP = 4, 10, 48
 TOY_WORDS = [f"word{i}" for i in range(30)]

@@ -68,13 +68,16 @@ def train_bpe_tokenizer(documents: list[str], vocab_size: int = 320):
                                    unk_token=ENDOFTEXT)
 
 
-def build_neox(out_dir: Path, tokenizer, hidden: int, layers: int, heads: int, seed: int) -> Path:
-    """A random GPTNeoXForCausalLM (Pythia architecture) saved with its tokenizer as a HF checkpoint."""
+def build_neox(out_dir: Path, tokenizer, hidden: int, layers: int, heads: int, seed: int,
+               intermediate: int | None = None, max_positions: int = 128) -> Path:
+    """A random GPTNeoXForCausalLM (Pythia architecture) saved with its tokenizer as a HF checkpoint
+    (MLP width `intermediate`, default 4 x hidden as in Pythia)."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                           num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=128,
+                           num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,
+                           max_position_embeddings=max_positions,
                            rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
