@@ -279,5 +279,9 @@ def test_summary_holm_is_per_method_over_concepts_and_cells_and_self_p_counts_ea
     assert table.loc[("x", 0, "procrustes"), "transfer_p_holm"] == pytest.approx(0.01)
     assert np.isnan(table.loc[("y", 0, "pairing"), "transfer_p_holm"])
     assert table.loc[("x", 0, "pairing"), "transfer_p_holm_min"] == pytest.approx(2 / 100)
+    assert (table["status"] == "tested").all()  # floor 2/100 < 0.05
+    few_draws = summary_table(rows, null_draws=19).set_index(["concept", "layer_b", "method"])
+    # floors: pairing 2/20 = 0.1, procrustes 1/20 = 0.05, both >= alpha 0.05: cannot be significant after Holm
+    assert (few_draws["status"] == "underpowered").all()
     # self p: (x, L0) and (y, L0) are two tests, however many rows repeat them -> Holm {0.04, 0.04}
     assert table["self_p_holm"].to_numpy() == pytest.approx([0.04, 0.04, 0.04, 0.04])

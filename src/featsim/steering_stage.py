@@ -43,6 +43,7 @@ SPECIFICITY_COLUMNS = ("layer_a", "layer_b", "method", "alpha", "n_concepts", "d
                        "dominance", "dominance_p", "min_p", "concepts")
 
 TESTED, CURVE, BROKEN_A, BROKEN_B = "tested", "curve", "broken_a", "broken_b"
+UNDERPOWERED = "underpowered"  # tested, but its Holm family cannot reach alpha (too few null draws)
 NO_LATENTS, NO_PARTNERS, NO_MAP = "no_concept_latents", "no_paired_latents", "too_few_pairs_for_map"
 
 
@@ -321,12 +322,15 @@ def _summary_rows(record: dict, cfg: SteeringConfig) -> list[dict]:
     return rows
 
 
-def summary_table(rows: list[dict], null_draws: int) -> pd.DataFrame:
+def summary_table(rows: list[dict], null_draws: int, alpha: float | None = None) -> pd.DataFrame:
     """The summary rows with Holm adjustment: transfer p across concepts and cells per method (the tested
     alpha); self p across concepts and A layers per alpha (each (concept, A layer) counted once).
-    `transfer_p_holm_min` is the smallest Holm p the family can reach, n_tests / (null_draws + 1): when it
-    is not below the level you test at, the family is underpowered (raise steering.null_draws)."""
-    from featsim.multiple_testing import adjust_pvalues
+    `transfer_p_holm_min` is the smallest Holm p the family can reach, n_tests / (null_draws + 1): a tested
+    row whose floor is not below `alpha` (significance level, default featsim's) gets status
+    `underpowered`: it cannot be significant after Holm (raise steering.null_draws)."""
+    from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
+
+    alpha = DEFAULT_ALPHA if alpha is None else alpha
 
     table = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS + EXTRA_COLUMNS if c not in
                                         ("transfer_p_holm", "transfer_p_holm_min", "self_p_holm")])
@@ -338,6 +342,8 @@ def summary_table(rows: list[dict], null_draws: int) -> pd.DataFrame:
         n_tests = int(np.isfinite(p_values).sum())
         if n_tests:
             table.loc[index, "transfer_p_holm_min"] = min(1.0, n_tests / (null_draws + 1))
+    weak = (table["status"] == TESTED) & (table["transfer_p_holm_min"] >= alpha)
+    table.loc[weak, "status"] = UNDERPOWERED
     table["self_p_holm"] = np.nan
     for _, group in table.groupby("alpha"):
         unique = group.drop_duplicates(["concept", "layer_a"])
@@ -373,7 +379,8 @@ COLUMN_DOCS = {
     "transfer_p_holm": "Holm across concepts and cells (per method)",
     "keyword_mass_transfer": "mean change of log P(concept keyword tokens) in B",
     "kl_transfer": "mean KL(clean || steered) of B's next-token distribution, nats",
-    "status": "tested | curve (not the test alpha) | broken_a / broken_b (KL above steering.max_kl) | "
+    "status": "tested | underpowered (tested, but transfer_p_holm_min >= alpha: cannot be significant after Holm) | "
+              "curve (not the test alpha) | broken_a / broken_b (KL above steering.max_kl) | "
               "no_concept_latents | no_paired_latents | too_few_pairs_for_map",
     "alpha_a": "absolute alpha in A", "alpha_b": "absolute alpha in B",
     "transfer_p_holm_min": "smallest transfer_p_holm the family can reach: n_tests / (null_draws + 1)",
