@@ -22,7 +22,7 @@ from featsim.preflight import check_workflow_config
 # Schema, then every check knowable before a job (the same as `featsim validate`): a typo stops the run
 # here, before Snakemake deletes or silently keeps an output.
 check_workflow_config(config, workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"],
-                      load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"),
+                      load_schema(),
                       workflow.basedir, warn=lambda line: print(f"featsim: {line}", file=sys.stderr))
 
 report: "workflow/report/workflow.rst"

@@ -15,7 +15,7 @@ for _owner in activation_owners(config):
         output:
             activations_outputs(_owner),
         log:
-            f"results/{{exp}}/logs/activations/{_owner}.log",
+            layout.log("activations", f"{_owner}"),
         params:
             model=_owner,
             lm_owner=_lm_owner_of(config, _owner),
@@ -40,11 +40,11 @@ rule codes:
         acts=lambda wc: acts_store(wc.exp, wc.model, wc.layer),
         sae=lambda wc: sae_dirs(wc.exp, wc.model, [wc.layer]),
     output:
-        codes=directory("results/{exp}/codes/{model}/L{layer}.zarr"),
-        decoder="results/{exp}/saes/{model}/L{layer}/decoder.npy",
-        meta="results/{exp}/saes/{model}/L{layer}/meta.json",
+        codes=directory(layout.CODES),
+        decoder=layout.DECODER,
+        meta=layout.SAE_META,
     log:
-        "results/{exp}/logs/codes/{model}/L{layer}.log",
+        layout.log("codes", "{model}/L{layer}"),
     params:
         sae=lambda wc: MODELS[wc.model]["sae"],
         activation=lambda wc: MODELS[wc.model]["activation"],

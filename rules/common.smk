@@ -2,10 +2,12 @@
 import glob as _glob
 from pathlib import Path as _Path
 
+from featsim import layout
 from featsim.activations import activation_layers, activation_owner, activation_owners, activation_users
 from featsim.concepts import concept_paths, concept_root
 from featsim.config import comparison_layers, lm_owner, semantic_metrics, semantic_pairing
 from featsim.config import lm_owner as _lm_owner_of
+from featsim import tokenstores
 
 EXP = config["experiment"]
 MODELS = config["models"]
@@ -51,28 +53,28 @@ def _side_layer(wc, side):
 
 def codes_for(side):
     """Input function: the code store of one side of a comparison cell."""
-    return lambda wc: f"results/{wc.exp}/codes/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}.zarr"
+    return lambda wc: layout.fill(layout.CODES, exp=wc.exp, model=cmp_model(wc.cmp, side), layer=_side_layer(wc, side))
 
 
 def decoder_for(side):
     """Input function: the decoder matrix of one side of a comparison cell."""
-    return lambda wc: f"results/{wc.exp}/saes/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}/decoder.npy"
+    return lambda wc: layout.fill(layout.DECODER, exp=wc.exp, model=cmp_model(wc.cmp, side), layer=_side_layer(wc, side))
 
 
 def sae_meta_for(side):
     """Input function: the SAE metadata json of one side of a comparison cell."""
-    return lambda wc: f"results/{wc.exp}/saes/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}/meta.json"
+    return lambda wc: layout.fill(layout.SAE_META, exp=wc.exp, model=cmp_model(wc.cmp, side), layer=_side_layer(wc, side))
 
 
 def members_for(side):
     """Input function: the concept-membership table of one side of a concept cell."""
-    return lambda wc: (f"results/{wc.exp}/semantic/members/{cmp_model(wc.cmp, side)}/"
-                       f"L{_side_layer(wc, side)}/{wc.concept}.parquet")
+    return lambda wc: layout.fill(layout.MEMBERS, exp=wc.exp, model=cmp_model(wc.cmp, side),
+                                  layer=_side_layer(wc, side), concept=wc.concept)
 
 
 def labels_for(side):
     """Input function: the per-latent labels of one side of a comparison cell."""
-    return lambda wc: f"results/{wc.exp}/labels/{cmp_model(wc.cmp, side)}/L{_side_layer(wc, side)}.parquet"
+    return lambda wc: layout.fill(layout.LABELS, exp=wc.exp, model=cmp_model(wc.cmp, side), layer=_side_layer(wc, side))
 
 
 def lm_entry(model):
@@ -115,18 +117,18 @@ SEMANTIC_METRICS = semantic_metrics(config)
 
 def pairs_files(exp, cmp, pairing):
     """All pairs files of one comparison and pairing variant."""
-    return [f"results/{exp}/pairs/{cmp}/{pairing}/A{la}_B{lb}.parquet" for la, lb in layer_pairs(cmp)]
+    return [layout.fill(layout.PAIRS, exp=exp, cmp=cmp, pairing=pairing, la=la, lb=lb) for la, lb in layer_pairs(cmp)]
 
 
 def score_files(exp, cmp, pairing):
     """All score jsons of one comparison and pairing variant (every metric and layer pair)."""
-    return [f"results/{exp}/scores/{cmp}/{pairing}/{metric}/A{la}_B{lb}.json"
+    return [layout.fill(layout.SCORE, exp=exp, cmp=cmp, pairing=pairing, metric=metric, la=la, lb=lb)
             for metric in METRICS for la, lb in layer_pairs(cmp)]
 
 
 def semantic_files(exp, cmp, pairing):
     """All concept-subspace score jsons of one comparison."""
-    return [f"results/{exp}/semantic/{cmp}/{concept}/{pairing}/{metric}/A{la}_B{lb}.json"
+    return [layout.fill(layout.CONCEPT_SCORE, exp=exp, cmp=cmp, concept=concept, pairing=pairing, metric=metric, la=la, lb=lb)
             for concept in CONCEPTS for metric in SEMANTIC_METRICS for la, lb in layer_pairs(cmp)]
 
 
@@ -134,22 +136,22 @@ def all_targets():
     """What `snakemake --cores all` builds: summaries, figures, browser pages and overviews."""
     targets = []
     for pairing in PAIRINGS:
-        targets.append(f"results/{EXP}/summary/comparisons_{pairing}.csv")
-        targets.append(f"results/{EXP}/figures/comparisons_{pairing}_pairs.png")
-        targets += [f"results/{EXP}/figures/comparisons_{pairing}_{metric}.png" for metric in METRICS]
+        targets.append(layout.fill(layout.OVERVIEW, exp=EXP, pairing=pairing))
+        targets.append(layout.fill(layout.OVERVIEW_PAIRS_FIGURE, exp=EXP, pairing=pairing))
+        targets += [layout.fill(layout.OVERVIEW_FIGURE, exp=EXP, pairing=pairing, metric=metric) for metric in METRICS]
         for cmp in COMPARISONS:
-            targets.append(f"results/{EXP}/summary/{cmp}/{pairing}.csv")
-            targets.append(f"results/{EXP}/figures/{cmp}/{pairing}/pairs_n.png")
+            targets.append(layout.fill(layout.SUMMARY, exp=EXP, cmp=cmp, pairing=pairing))
+            targets.append(layout.fill(layout.PAIRS_FIGURE, exp=EXP, cmp=cmp, pairing=pairing, figure="n"))
             if pairing == PRIMARY_PAIRING:  # the pair browser shows the semantic (primary) pairing variant
-                targets += [f"results/{EXP}/browser/{cmp}/{pairing}/A{la}_B{lb}.html" for la, lb in layer_pairs(cmp)]
+                targets += [layout.fill(layout.BROWSER, exp=EXP, cmp=cmp, pairing=pairing, la=la, lb=lb) for la, lb in layer_pairs(cmp)]
     if CONCEPTS:
         sp = SEMANTIC_PAIRING
-        targets += [f"results/{EXP}/figures/comparisons_semantic_{sp}_{metric}.png" for metric in SEMANTIC_METRICS]
+        targets += [layout.fill(layout.CONCEPT_OVERVIEW_FIGURE, exp=EXP, pairing=sp, metric=metric) for metric in SEMANTIC_METRICS]
         for cmp in COMPARISONS:
-            targets.append(f"results/{EXP}/summary/{cmp}/semantic_{sp}.csv")
-            targets += [f"results/{EXP}/figures/{cmp}/{sp}/semantic_{metric}.png" for metric in SEMANTIC_METRICS]
+            targets.append(layout.fill(layout.CONCEPT_SUMMARY, exp=EXP, cmp=cmp, pairing=sp))
+            targets += [layout.fill(layout.CONCEPT_GRID_FIGURE, exp=EXP, cmp=cmp, pairing=sp, metric=metric) for metric in SEMANTIC_METRICS]
         if config["data"]["source"] == "toy":
-            targets += [f"results/{EXP}/semantic/accuracy/{model}/L{layer}.json" for model, layer in MEMBER_LAYERS]
+            targets += [layout.fill(layout.MEMBER_ACCURACY, exp=EXP, model=model, layer=layer) for model, layer in MEMBER_LAYERS]
         targets += concept_evidence_targets(EXP)
         targets += steering_targets(EXP)
     return targets
@@ -168,45 +170,47 @@ def semantic_cell_inputs(cmp):
         cells = layer_pairs(cmp)
         junk = PAIRINGS[wc.pairing].get("junk_tokens")
         return {
-            "codes_a": [f"results/{wc.exp}/codes/{a}/L{la}.zarr" for la, _ in cells],
-            "codes_b": [f"results/{wc.exp}/codes/{b}/L{lb}.zarr" for _, lb in cells],
-            "labels_a": [f"results/{wc.exp}/labels/{a}/L{la}.parquet" for la, _ in cells],
-            "labels_b": [f"results/{wc.exp}/labels/{b}/L{lb}.parquet" for _, lb in cells],
-            "members_a": [f"results/{wc.exp}/semantic/members/{a}/L{la}/{wc.concept}.parquet" for la, _ in cells],
-            "members_b": [f"results/{wc.exp}/semantic/members/{b}/L{lb}/{wc.concept}.parquet" for _, lb in cells],
-            "decoder_a": [f"results/{wc.exp}/saes/{a}/L{la}/decoder.npy" for la, _ in cells],
-            "decoder_b": [f"results/{wc.exp}/saes/{b}/L{lb}/decoder.npy" for _, lb in cells],
+            "codes_a": [layout.fill(layout.CODES, exp=wc.exp, model=a, layer=la) for la, _ in cells],
+            "codes_b": [layout.fill(layout.CODES, exp=wc.exp, model=b, layer=lb) for _, lb in cells],
+            "labels_a": [layout.fill(layout.LABELS, exp=wc.exp, model=a, layer=la) for la, _ in cells],
+            "labels_b": [layout.fill(layout.LABELS, exp=wc.exp, model=b, layer=lb) for _, lb in cells],
+            "members_a": [layout.fill(layout.MEMBERS, exp=wc.exp, model=a, layer=la, concept=wc.concept) for la, _ in cells],
+            "members_b": [layout.fill(layout.MEMBERS, exp=wc.exp, model=b, layer=lb, concept=wc.concept) for _, lb in cells],
+            "decoder_a": [layout.fill(layout.DECODER, exp=wc.exp, model=a, layer=la) for la, _ in cells],
+            "decoder_b": [layout.fill(layout.DECODER, exp=wc.exp, model=b, layer=lb) for _, lb in cells],
             "concept": CONCEPTS[wc.concept],
-            "tokens": f"results/{wc.exp}/tokens.zarr",  # the held-out split of its rows
+            **comparison_rows_inputs(wc.exp, cmp),  # the held-out split of its rows (and the aligned rows)
             "junk_tokens": [junk] if isinstance(junk, str) else [],  # a junk file is an input: edits rebuild
         }
 
     return inputs
 
 
-def semantic_pairs_outputs(cmp):
-    """Concept pairs of every layer cell of a comparison (wildcards exp, concept, pairing)."""
-    return [f"results/{{exp}}/semantic/{cmp}/{{concept}}/{{pairing}}/A{la}_B{lb}.pairs.parquet"
-            for la, lb in layer_pairs(cmp)]
-
-
-def semantic_score_outputs(cmp, suffix):
-    """Concept score jsons (or null arrays) of every cell and metric, cell-major."""
-    return [f"results/{{exp}}/semantic/{cmp}/{{concept}}/{{pairing}}/{metric}/A{la}_B{lb}.{suffix}"
-            for la, lb in layer_pairs(cmp) for metric in SEMANTIC_METRICS]
+def semantic_cell_outputs(cmp, **values):
+    """Per layer cell of a comparison (layer_pairs order): its concept pairs and, per metric, the score json and
+    null array. `values` fill wildcards (exp, concept, pairing); the rest stay wildcards."""
+    cells = []
+    for la, lb in layer_pairs(cmp):
+        scores = {metric: layout.fill(layout.CONCEPT_SCORE, cmp=cmp, metric=metric, la=la, lb=lb, **values)
+                  for metric in SEMANTIC_METRICS}
+        cells.append({"layer_a": la, "layer_b": lb,
+                      "pairs": layout.fill(layout.CONCEPT_PAIRS, cmp=cmp, la=la, lb=lb, **values),
+                      "scores": {metric: [score, layout.sibling_template(score, layout.NULL)]
+                                 for metric, score in scores.items()}})
+    return cells
 
 
 # ---------------------------------------------------------------- toy route
 
 
-def toy_lm_dir(wc):
-    """Input function: the toy LM checkpoint a model entry's SAEs read (its lm_from owner's, if shared)."""
-    return f"results/{wc.exp}/toy/lm/{lm_entry(wc.model)}"
-
-
 def toy_lm_slice(model):
     """The `lm.toy` settings of the LM a model entry uses (its lm_from owner's, if shared)."""
     return MODELS[lm_entry(model)]["lm"].get("toy", {})
+
+
+def toy_sae_models():
+    """Model entries whose SAEs are trained here (sae.source toy): one `toy_sae_<model>` rule each."""
+    return [model for model, entry in MODELS.items() if entry["sae"]["source"] == "toy"]
 
 
 # ---------------------------------------------------------------- activations and codes
@@ -215,7 +219,7 @@ def toy_lm_slice(model):
 
 def acts_store(exp, model, layer):
     """The activation store that model entry `model` reads at `layer` (its LM owner's when shared)."""
-    return f"results/{exp}/acts/{activation_owner(config, model)}/L{layer}.zarr"
+    return layout.fill(layout.ACTS, exp=exp, model=activation_owner(config, model), layer=layer)
 
 
 def gpu_request(model):
@@ -260,7 +264,7 @@ def lm_dirs(exp, model):
     """The LM checkpoint directory of a model entry when it is a file here (toy, local); hf LMs: none."""
     owner = _lm_owner_of(config, model)
     lm = MODELS[owner]["lm"]
-    return {"toy": [f"results/{exp}/toy/lm/{owner}"], "local": [lm.get("path", "")]}.get(lm["source"], [])
+    return {"toy": [layout.fill(layout.TOY_LM, exp=exp, model=owner)], "local": [lm.get("path", "")]}.get(lm["source"], [])
 
 
 def sae_dirs(exp, model, layers):
@@ -268,7 +272,7 @@ def sae_dirs(exp, model, layers):
     for the neuron baseline, the LM checkpoint whose W_out is the decoder."""
     sae = MODELS[model]["sae"]
     if sae["source"] == "toy":
-        return [f"results/{exp}/toy/sae/{model}/L{layer}" for layer in layers]
+        return [layout.fill(layout.TOY_SAE, exp=exp, model=model, layer=layer) for layer in layers]
     if sae["source"] == "local":
         return [sae["path"].format(layer=layer) for layer in layers]
     if sae["source"] == "neurons":
@@ -282,14 +286,14 @@ def activations_inputs(owner):
         lm_dir = lm_dirs(wc.exp, owner)
         saes = [d for user, entry in activation_users(config, owner).items()
                 for d in sae_dirs(wc.exp, user, entry["layers"])]
-        return {"tokens": f"results/{wc.exp}/tokens.zarr", "lm": lm_dir,
+        return {"tokens": tokens_of(wc.exp, owner), "lm": lm_dir,
                 "saes": [d for d in dict.fromkeys(saes) if d not in lm_dir]}
     return inputs
 
 
 def activations_outputs(owner):
     """One store per layer; temporary unless keep_activations."""
-    stores = [directory(f"results/{{exp}}/acts/{owner}/L{layer}.zarr") for layer in activation_layers(config, owner)]
+    stores = [directory(layout.fill(layout.ACTS, model=owner, layer=layer)) for layer in activation_layers(config, owner)]
     return stores if config["keep_activations"] else [temp(store) for store in stores]
 
 
@@ -300,16 +304,52 @@ def tokens_inputs(wc):
     """Input function: the toy corpus directory (toy route) or the local document files (edits rebuild)."""
     data = config["data"]
     if data["source"] == "toy":
-        return {"corpus": f"results/{wc.exp}/toy/corpus"}
+        return {"corpus": layout.fill(layout.TOY_CORPUS, exp=wc.exp)}
     if data["source"] == "local":
         return {"documents": sorted(p for pattern in data["local"]["paths"] for p in _glob.glob(pattern))}
     return {}
 
 
 def tokenizer_models():
-    """The LM slices that define each model's tokenizer (what the shared-tokenizer check reads)."""
+    """The LM slices that define the tokenizer of each model reading the experiment's token store (what the
+    shared-tokenizer check reads)."""
     return {name: ({"lm": entry["lm"]} if "lm" in entry else {"lm_from": entry["lm_from"]})
-            for name, entry in MODELS.items()}
+            for name, entry in MODELS.items() if TOKEN_STORES[name] == tokenstores.EXPERIMENT_STORE}
+
+
+TOKEN_STORES = tokenstores.token_store_names(config)
+"""Model entry -> the token store it reads (featsim.tokenstores: one per tokenizer of an aligned comparison)."""
+FURTHER_STORES = tokenstores.further_stores(config)
+"""Store name -> the models reading it, for the stores besides results/{exp}/tokens.zarr."""
+
+
+def tokens_of(exp, model):
+    """The token store a model entry reads (activations, code rows, labels)."""
+    return tokenstores.store_path(exp, TOKEN_STORES[model])
+
+
+def comparison_rows_inputs(exp, cmp):
+    """The token stores (and alignment) that say which rows a comparison correlates over."""
+    return tokenstores.comparison_row_inputs(config, exp, cmp)
+
+
+def comparison_rows_input(wc):
+    """Input function (unpacked) of the per-cell comparison rules: `tokens`, and `tokens_b` + `alignment` for a
+    comparison across token stores."""
+    return comparison_rows_inputs(wc.exp, wc.cmp)
+
+
+def further_tokens_inputs(wc):
+    """Input function of `tokens_further`: the experiment store (its documents), the documents and the LM
+    directory holding the tokenizer (toy, local)."""
+    owner = FURTHER_STORES[wc.store][0]
+    return {**tokens_inputs(wc), "experiment_tokens": layout.fill(layout.TOKENS, exp=wc.exp),
+            "lm": lm_dirs(wc.exp, _lm_owner_of(config, owner))}
+
+
+def alignment_store_input(side):
+    """Input function of `alignment`: the token store of one side."""
+    return lambda wc: tokenstores.store_path(wc.exp, wc.store_a if side == "a" else wc.store_b)
 
 
 # ---------------------------------------------------------------- concept evidence (rules/concepts.smk)
@@ -321,14 +361,14 @@ CONTRASTS = {cmp: list(entry.get("contrast") or []) for cmp, entry in COMPARISON
 
 def concept_label_files(exp):
     """Concept labels of every (model, layer) a comparison reads, in MEMBER_LAYERS order."""
-    return [f"results/{exp}/concepts/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS]
+    return [layout.fill(layout.CONCEPT_LABELS, exp=exp, model=model, layer=layer) for model, layer in MEMBER_LAYERS]
 
 
 def concept_evidence_targets(exp):
     """Concept agreement and contrast tables of every pairing variant, and the shared-concepts answer."""
-    targets = [f"results/{exp}/summary/{table}_{pairing}.csv" for pairing in PAIRINGS
+    targets = [layout.fill(layout.EVIDENCE_TABLE, exp=exp, table=table, pairing=pairing) for pairing in PAIRINGS
                for table in ("concept_agreement", "contrasts")]
-    return targets + [f"results/{exp}/summary/shared_concepts.csv", f"results/{exp}/summary/shared_concepts.html"]
+    return targets + [layout.fill(layout.SHARED_CONCEPTS, exp=exp), layout.sibling_template(layout.fill(layout.SHARED_CONCEPTS, exp=exp), layout.HTML)]
 
 
 def did_comparisons():
@@ -351,7 +391,7 @@ def concept_evidence_inputs(wc):
     for cmp in COMPARISONS:
         inputs[f"pairs__{cmp}"] = pairs_files(wc.exp, cmp, wc.pairing)
     for cmp in did_comparisons():
-        inputs[f"corr__{cmp}"] = [f"results/{wc.exp}/corr/{cmp}/A{la}_B{lb}.zarr" for la, lb in layer_pairs(cmp)]
+        inputs[f"corr__{cmp}"] = [layout.fill(layout.CORR, exp=wc.exp, cmp=cmp, la=la, lb=lb) for la, lb in layer_pairs(cmp)]
     return inputs
 
 
@@ -369,9 +409,16 @@ def steering_cells(cmp):
 
 
 def steering_side(model):
-    """What the steering job needs to load a model entry's LM (its lm_from owner's LM)."""
+    """What the steering job needs to load a model entry's LM (its lm_from owner's LM) and its SAEs."""
     owner = lm_entry(model)
-    return {"model": model, "lm_owner": owner, "lm": MODELS[owner]["lm"], "dtype": MODELS[model]["dtype"]}
+    return {"model": model, "lm_owner": owner, "lm": MODELS[owner]["lm"], "dtype": MODELS[model]["dtype"],
+            "sae": MODELS[model]["sae"]}
+
+
+def steering_later_cells(cmp):
+    """Cells of a comparison after some steered cell on both sides: their SAEs are read out (downstream effects)."""
+    steered = steering_cells(cmp)
+    return [(la2, lb2) for la2, lb2 in layer_pairs(cmp) if any(la2 > la and lb2 > lb for la, lb in steered)]
 
 
 def steering_inputs(cmp):
@@ -379,19 +426,27 @@ def steering_inputs(cmp):
     a, b = cmp_model(cmp, "a"), cmp_model(cmp, "b")
 
     def inputs(wc):
-        cells = steering_cells(cmp)
+        cells, later = steering_cells(cmp), steering_later_cells(cmp)
         return {
-            "tokens": f"results/{wc.exp}/tokens.zarr",
+            "tokens": layout.fill(layout.TOKENS, exp=wc.exp),
             "lm": list(dict.fromkeys(lm_dirs(wc.exp, a) + lm_dirs(wc.exp, b))),
-            "decoder_a": [f"results/{wc.exp}/saes/{a}/L{la}/decoder.npy" for la, _ in cells],
-            "decoder_b": [f"results/{wc.exp}/saes/{b}/L{lb}/decoder.npy" for _, lb in cells],
-            "meta_a": [f"results/{wc.exp}/saes/{a}/L{la}/meta.json" for la, _ in cells],
-            "meta_b": [f"results/{wc.exp}/saes/{b}/L{lb}/meta.json" for _, lb in cells],
-            "pairs": [f"results/{wc.exp}/pairs/{cmp}/{SEMANTIC_PAIRING}/A{la}_B{lb}.parquet" for la, lb in cells],
-            # concept latents of A (featsim.steering_transfer.concept_latents): the semantic members for now
-            "members": [f"results/{wc.exp}/semantic/members/{a}/L{la}/{c}.parquet" for la, _ in cells
-                        for c in STEERING_CONCEPTS],
+            "decoder_a": [layout.fill(layout.DECODER, exp=wc.exp, model=a, layer=la) for la, _ in cells],
+            "decoder_b": [layout.fill(layout.DECODER, exp=wc.exp, model=b, layer=lb) for _, lb in cells],
+            "meta_a": [layout.fill(layout.SAE_META, exp=wc.exp, model=a, layer=la) for la, _ in cells],
+            "meta_b": [layout.fill(layout.SAE_META, exp=wc.exp, model=b, layer=lb) for _, lb in cells],
+            "pairs": [layout.fill(layout.PAIRS, exp=wc.exp, cmp=cmp, pairing=SEMANTIC_PAIRING, la=la, lb=lb) for la, lb in cells],
+            # concept latents of A (featsim.steering_transfer.concept_latents): its concept labels (no junk list)
+            "labels_a": [layout.fill(layout.CONCEPT_LABELS, exp=wc.exp, model=a, layer=la) for la, _ in cells],
             "concept_files": [CONCEPTS[c] for c in STEERING_CONCEPTS],
+            # later cells read out for downstream effects (steering_later_cells order) and their SAEs
+            "later_meta_a": [layout.fill(layout.SAE_META, exp=wc.exp, model=a, layer=la) for la, _ in later],
+            "later_meta_b": [layout.fill(layout.SAE_META, exp=wc.exp, model=b, layer=lb) for _, lb in later],
+            "later_labels_a": [layout.fill(layout.CONCEPT_LABELS, exp=wc.exp, model=a, layer=la) for la, _ in later],
+            "later_labels_b": [layout.fill(layout.CONCEPT_LABELS, exp=wc.exp, model=b, layer=lb) for _, lb in later],
+            "later_pairs": [layout.fill(layout.PAIRS, exp=wc.exp, cmp=cmp, pairing=SEMANTIC_PAIRING, la=la, lb=lb)
+                            for la, lb in later],
+            "later_sae": list(dict.fromkeys(sae_dirs(wc.exp, a, sorted({la for la, _ in later}))
+                                            + sae_dirs(wc.exp, b, sorted({lb for _, lb in later})))),
         }
 
     return inputs
@@ -400,5 +455,7 @@ def steering_inputs(cmp):
 def steering_targets(exp):
     """Summary tables and figures of every steered comparison."""
     return [path for cmp in STEERING["comparisons"] for path in (
-        f"results/{exp}/summary/steering_{cmp}.csv", f"results/{exp}/summary/steering_{cmp}_specificity.csv",
-        f"results/{exp}/figures/{cmp}/steering_effects.png", f"results/{exp}/figures/{cmp}/steering_matrix.png")]
+        layout.fill(layout.STEERING_SUMMARY, exp=exp, cmp=cmp), layout.fill(layout.STEERING_SPECIFICITY, exp=exp, cmp=cmp),
+        layout.fill(layout.STEERING_FIGURE, exp=exp, cmp=cmp, figure="effects"), layout.fill(layout.STEERING_FIGURE, exp=exp, cmp=cmp, figure="matrix"),
+        layout.fill(layout.STEERING_DOWNSTREAM, exp=exp, cmp=cmp),
+        layout.fill(layout.STEERING_FIGURE, exp=exp, cmp=cmp, figure="downstream"))]

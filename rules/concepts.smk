@@ -10,12 +10,12 @@ _ANSWER = "0 Does featsim see shared concepts?"
 
 rule concept_labels:
     input:
-        labels=[f"results/{{exp}}/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS],
+        labels=[layout.fill(layout.LABELS, model=model, layer=layer) for model, layer in MEMBER_LAYERS],
         concepts=list(CONCEPTS.values()),
     output:
-        labels=[f"results/{{exp}}/concepts/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS],
+        labels=[layout.fill(layout.CONCEPT_LABELS, model=model, layer=layer) for model, layer in MEMBER_LAYERS],
     log:
-        "results/{exp}/logs/concept_labels.log",
+        layout.log("concept_labels", "concept_labels"),
     params:
         rule=lambda wc: {key: config["semantic"][key] for key in ("min_fraction", "min_keywords", "min_examples")},
         model_layers=MEMBER_LAYERS,
@@ -33,17 +33,17 @@ rule concept_evidence:
     input:
         unpack(concept_evidence_inputs),
     output:
-        agreement=report("results/{exp}/summary/concept_agreement_{pairing}.csv",
+        agreement=report(layout.fill(layout.EVIDENCE_TABLE, table="concept_agreement"),
                          caption="../workflow/report/concept_agreement.rst", category=_ANSWER,
                          subcategory="{pairing}"),
-        contrasts=report("results/{exp}/summary/contrasts_{pairing}.csv", caption="../workflow/report/contrasts.rst",
+        contrasts=report(layout.fill(layout.EVIDENCE_TABLE, table="contrasts"), caption="../workflow/report/contrasts.rst",
                          category=_ANSWER, subcategory="{pairing}"),
-        provenance=["results/{exp}/summary/concept_agreement_{pairing}.provenance.json",
-                    "results/{exp}/summary/contrasts_{pairing}.provenance.json"],
+        provenance=[layout.sibling_template(layout.fill(layout.EVIDENCE_TABLE, table="concept_agreement"), layout.PROVENANCE),
+                    layout.sibling_template(layout.fill(layout.EVIDENCE_TABLE, table="contrasts"), layout.PROVENANCE)],
     wildcard_constraints:
         pairing=_EVIDENCE_PAIRINGS,
     log:
-        "results/{exp}/logs/concept_evidence/{pairing}.log",
+        layout.log("concept_evidence", "{pairing}"),
     params:
         comparisons=lambda wc: evidence_comparisons(),
         model_layers=MEMBER_LAYERS,
@@ -63,19 +63,19 @@ rule concept_evidence:
 
 rule shared_concepts:
     input:
-        summaries=lambda wc: [f"results/{wc.exp}/summary/{cmp}/{pairing}.csv" for cmp in COMPARISONS
+        summaries=lambda wc: [layout.fill(layout.SUMMARY, exp=wc.exp, cmp=cmp, pairing=pairing) for cmp in COMPARISONS
                               for pairing in PAIRINGS],
-        semantic=lambda wc: [f"results/{wc.exp}/summary/{cmp}/semantic_{SEMANTIC_PAIRING}.csv" for cmp in COMPARISONS],
-        agreement=lambda wc: [f"results/{wc.exp}/summary/concept_agreement_{pairing}.csv" for pairing in PAIRINGS],
-        contrasts=lambda wc: [f"results/{wc.exp}/summary/contrasts_{pairing}.csv" for pairing in PAIRINGS],
+        semantic=lambda wc: [layout.fill(layout.CONCEPT_SUMMARY, exp=wc.exp, cmp=cmp, pairing=SEMANTIC_PAIRING) for cmp in COMPARISONS],
+        agreement=lambda wc: [layout.fill(layout.EVIDENCE_TABLE, exp=wc.exp, table="concept_agreement", pairing=pairing) for pairing in PAIRINGS],
+        contrasts=lambda wc: [layout.fill(layout.EVIDENCE_TABLE, exp=wc.exp, table="contrasts", pairing=pairing) for pairing in PAIRINGS],
     output:
-        table=report("results/{exp}/summary/shared_concepts.csv", caption="../workflow/report/shared_concepts.rst",
+        table=report(layout.SHARED_CONCEPTS, caption="../workflow/report/shared_concepts.rst",
                      category=_ANSWER, subcategory="answer"),
-        html=report("results/{exp}/summary/shared_concepts.html", caption="../workflow/report/shared_concepts.rst",
+        html=report(layout.sibling_template(layout.SHARED_CONCEPTS, layout.HTML), caption="../workflow/report/shared_concepts.rst",
                     category=_ANSWER, subcategory="answer"),
-        provenance="results/{exp}/summary/shared_concepts.provenance.json",
+        provenance=layout.sibling_template(layout.SHARED_CONCEPTS, layout.PROVENANCE),
     log:
-        "results/{exp}/logs/shared_concepts.log",
+        layout.log("shared_concepts", "shared_concepts"),
     params:
         comparisons=lambda wc: list(COMPARISONS),
         pairings=lambda wc: list(PAIRINGS),

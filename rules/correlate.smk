@@ -5,13 +5,13 @@
 
 rule correlate:
     input:
+        unpack(comparison_rows_input),  # the held-out split of its rows (across token stores: aligned rows)
         codes_a=codes_for("a"),
         codes_b=codes_for("b"),
-        tokens="results/{exp}/tokens.zarr",  # the held-out split of its rows
     output:
-        corr=directory("results/{exp}/corr/{cmp}/A{la}_B{lb}.zarr"),
+        corr=directory(layout.CORR),
     log:
-        "results/{exp}/logs/correlate/{cmp}/A{la}_B{lb}.log",
+        layout.log("correlate", "{cmp}/A{la}_B{lb}"),
     params:
         correlation=config["correlation"],
         split=SPLIT,

@@ -4,12 +4,12 @@
 
 rule labels:
     input:
-        codes="results/{exp}/codes/{model}/L{layer}.zarr",
-        tokens="results/{exp}/tokens.zarr",
+        codes=layout.CODES,
+        tokens=lambda wc: tokens_of(wc.exp, wc.model),  # the model's own token store
     output:
-        labels="results/{exp}/labels/{model}/L{layer}.parquet",
+        labels=layout.LABELS,
     log:
-        "results/{exp}/logs/labels/{model}/L{layer}.log",
+        layout.log("labels", "{model}/L{layer}"),
     params:
         labels=lambda wc: config["labels"],
         split=SPLIT,

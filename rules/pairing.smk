@@ -3,7 +3,7 @@
 
 rule pair:
     input:
-        corr="results/{exp}/corr/{cmp}/A{la}_B{lb}.zarr",
+        corr=layout.CORR,
         labels_a=labels_for("a"),
         labels_b=labels_for("b"),
         # a junk list given as a file is an input, so editing the file rebuilds this variant only
@@ -11,10 +11,10 @@ rule pair:
         if isinstance(PAIRINGS[wc.pairing].get("junk_tokens"), str)
         else [],
     output:
-        pairs="results/{exp}/pairs/{cmp}/{pairing}/A{la}_B{lb}.parquet",
-        diagnostics="results/{exp}/pairs/{cmp}/{pairing}/A{la}_B{lb}.diagnostics.json",
+        pairs=layout.PAIRS,
+        diagnostics=layout.sibling_template(layout.PAIRS, layout.DIAGNOSTICS),
     log:
-        "results/{exp}/logs/pair/{cmp}/{pairing}/A{la}_B{lb}.log",
+        layout.log("pair", "{cmp}/{pairing}/A{la}_B{lb}"),
     params:
         variant=lambda wc: config["pairings"][wc.pairing],
     threads: 1

@@ -13,19 +13,20 @@ _COMPARISON = "2 Comparison {cmp}"
 rule summary:
     input:
         scores=lambda wc: score_files(wc.exp, wc.cmp, wc.pairing),
-        diagnostics=lambda wc: [p.replace(".parquet", ".diagnostics.json")
+        diagnostics=lambda wc: [layout.sibling_template(p, layout.DIAGNOSTICS)
                                 for p in pairs_files(wc.exp, wc.cmp, wc.pairing)],
     output:
-        table=report("results/{exp}/summary/{cmp}/{pairing}.csv", caption="../workflow/report/summary.rst",
+        table=report(layout.SUMMARY, caption="../workflow/report/summary.rst",
                      category=_COMPARISON, subcategory="{pairing}: tables"),
-        html=report("results/{exp}/summary/{cmp}/{pairing}.html", caption="../workflow/report/summary.rst",
+        html=report(layout.sibling_template(layout.SUMMARY, layout.HTML), caption="../workflow/report/summary.rst",
                     category=_COMPARISON, subcategory="{pairing}: tables"),
-        provenance="results/{exp}/summary/{cmp}/{pairing}.provenance.json",
+        provenance=layout.sibling_template(layout.SUMMARY, layout.PROVENANCE),
     wildcard_constraints:
         pairing=_PAIRING_NAMES,
     log:
-        "results/{exp}/logs/summary/{cmp}/{pairing}.log",
+        layout.log("summary", "{cmp}/{pairing}"),
     params:
+        scope="whole",
         correction=lambda wc: config["correction"],
         alpha=lambda wc: config["alpha"],
     threads: 1
@@ -42,18 +43,19 @@ rule semantic_summary:
     input:
         scores=lambda wc: semantic_files(wc.exp, wc.cmp, wc.pairing),
     output:
-        table=report("results/{exp}/summary/{cmp}/semantic_{pairing}.csv",
+        table=report(layout.CONCEPT_SUMMARY,
                      caption="../workflow/report/semantic_summary.rst",
                      category=_COMPARISON, subcategory="{pairing}: tables"),
-        html=report("results/{exp}/summary/{cmp}/semantic_{pairing}.html",
+        html=report(layout.sibling_template(layout.CONCEPT_SUMMARY, layout.HTML),
                     caption="../workflow/report/semantic_summary.rst",
                     category=_COMPARISON, subcategory="{pairing}: tables"),
-        provenance="results/{exp}/summary/{cmp}/semantic_{pairing}.provenance.json",
+        provenance=layout.sibling_template(layout.CONCEPT_SUMMARY, layout.PROVENANCE),
     wildcard_constraints:
         pairing=_SEMANTIC_PAIRING_NAME,
     log:
-        "results/{exp}/logs/semantic_summary/{cmp}/{pairing}.log",
+        layout.log("semantic_summary", "{cmp}/{pairing}"),
     params:
+        scope="concept",
         correction=lambda wc: config["correction"],
         alpha=lambda wc: config["alpha"],
     threads: 1
@@ -63,39 +65,39 @@ rule semantic_summary:
     conda:
         "../envs/featsim.yaml"
     script:
-        "../workflow/scripts/semantic_summary.py"
+        "../workflow/scripts/summary.py"
 
 
 rule figures:
     input:
-        summary="results/{exp}/summary/{cmp}/{pairing}.csv",
+        summary=layout.SUMMARY,
         scores=lambda wc: score_files(wc.exp, wc.cmp, wc.pairing),
-        nulls=lambda wc: [p[: -len(".json")] + ".null.npy" for p in score_files(wc.exp, wc.cmp, wc.pairing)],
-        diagnostics=lambda wc: [p.replace(".parquet", ".diagnostics.json")
+        nulls=lambda wc: [layout.sibling_template(p, layout.NULL) for p in score_files(wc.exp, wc.cmp, wc.pairing)],
+        diagnostics=lambda wc: [layout.sibling_template(p, layout.DIAGNOSTICS)
                                 for p in pairs_files(wc.exp, wc.cmp, wc.pairing)],
     output:
-        observed=report(expand("results/{{exp}}/figures/{{cmp}}/{{pairing}}/{metric}_observed.png", metric=METRICS),
+        observed=report([layout.fill(layout.METRIC_FIGURE, metric=metric, figure="observed") for metric in METRICS],
                         caption="../workflow/report/heatmap_observed.rst",
                         category=_COMPARISON, subcategory="{pairing}: whole-space figures"),
-        z=report(expand("results/{{exp}}/figures/{{cmp}}/{{pairing}}/{metric}_z.png", metric=METRICS),
+        z=report([layout.fill(layout.METRIC_FIGURE, metric=metric, figure="z") for metric in METRICS],
                  caption="../workflow/report/heatmap_z.rst",
                  category=_COMPARISON, subcategory="{pairing}: whole-space figures"),
-        null=report(expand("results/{{exp}}/figures/{{cmp}}/{{pairing}}/{metric}_null.png", metric=METRICS),
+        null=report([layout.fill(layout.METRIC_FIGURE, metric=metric, figure="null") for metric in METRICS],
                     caption="../workflow/report/null_histograms.rst",
                     category=_COMPARISON, subcategory="{pairing}: whole-space figures"),
-        n_pairs=report("results/{exp}/figures/{cmp}/{pairing}/pairs_n.png",
+        n_pairs=report(layout.fill(layout.PAIRS_FIGURE, figure="n"),
                        caption="../workflow/report/heatmap_n_pairs.rst",
                        category=_COMPARISON, subcategory="{pairing}: pairs"),
-        correlation=report("results/{exp}/figures/{cmp}/{pairing}/pairs_correlation.png",
+        correlation=report(layout.fill(layout.PAIRS_FIGURE, figure="correlation"),
                            caption="../workflow/report/heatmap_correlation.rst",
                            category=_COMPARISON, subcategory="{pairing}: pairs"),
-        many_to_one=report("results/{exp}/figures/{cmp}/{pairing}/pairs_many_to_one.png",
+        many_to_one=report(layout.fill(layout.PAIRS_FIGURE, figure="many_to_one"),
                            caption="../workflow/report/many_to_one.rst",
                            category=_COMPARISON, subcategory="{pairing}: pairs"),
     wildcard_constraints:
         pairing=_PAIRING_NAMES,
     log:
-        "results/{exp}/logs/figures/{cmp}/{pairing}.log",
+        layout.log("figures", "{cmp}/{pairing}"),
     params:
         metrics=lambda wc: config["metrics"],
         comparison=lambda wc: config["comparisons"][wc.cmp],
@@ -113,16 +115,15 @@ rule figures:
 
 rule semantic_figures:
     input:
-        summary="results/{exp}/summary/{cmp}/semantic_{pairing}.csv",
+        summary=layout.CONCEPT_SUMMARY,
     output:
-        grids=report(expand("results/{{exp}}/figures/{{cmp}}/{{pairing}}/semantic_{metric}.png",
-                            metric=SEMANTIC_METRICS),
+        grids=report([layout.fill(layout.CONCEPT_GRID_FIGURE, metric=metric) for metric in SEMANTIC_METRICS],
                      caption="../workflow/report/semantic_grid.rst",
                      category=_COMPARISON, subcategory="{pairing}: concept figures"),
     wildcard_constraints:
         pairing=_SEMANTIC_PAIRING_NAME,
     log:
-        "results/{exp}/logs/semantic_figures/{cmp}/{pairing}.log",
+        layout.log("semantic_figures", "{cmp}/{pairing}"),
     params:
         metrics=lambda wc: SEMANTIC_METRICS,
         comparison=lambda wc: config["comparisons"][wc.cmp],
@@ -139,19 +140,20 @@ rule semantic_figures:
 
 rule comparison_figures:
     input:
-        summaries=lambda wc: [f"results/{wc.exp}/summary/{cmp}/{wc.pairing}.csv" for cmp in COMPARISONS],
+        summaries=lambda wc: [layout.fill(layout.SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS],
     output:
-        figures=report(expand("results/{{exp}}/figures/comparisons_{{pairing}}_{metric}.png", metric=METRICS),
+        figures=report([layout.fill(layout.OVERVIEW_FIGURE, metric=metric) for metric in METRICS],
                        caption="../workflow/report/comparison_figure.rst",
                        category=_OVERVIEW, subcategory="{pairing}: whole space"),
-        pairs=report("results/{exp}/figures/comparisons_{pairing}_pairs.png",
+        pairs=report(layout.OVERVIEW_PAIRS_FIGURE,
                      caption="../workflow/report/comparison_pairs.rst",
                      category=_OVERVIEW, subcategory="{pairing}: whole space"),
     wildcard_constraints:
         pairing=_PAIRING_NAMES,
     log:
-        "results/{exp}/logs/comparison_figures/{pairing}.log",
+        layout.log("comparison_figures", "{pairing}"),
     params:
+        scope="whole",
         metrics=lambda wc: config["metrics"],
         comparisons=lambda wc: config["comparisons"],
         correction=lambda wc: config["correction"],
@@ -167,17 +169,17 @@ rule comparison_figures:
 
 rule semantic_comparison_figures:
     input:
-        summaries=lambda wc: [f"results/{wc.exp}/summary/{cmp}/semantic_{wc.pairing}.csv" for cmp in COMPARISONS],
+        summaries=lambda wc: [layout.fill(layout.CONCEPT_SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS],
     output:
-        figures=report(expand("results/{{exp}}/figures/comparisons_semantic_{{pairing}}_{metric}.png",
-                              metric=SEMANTIC_METRICS),
+        figures=report([layout.fill(layout.CONCEPT_OVERVIEW_FIGURE, metric=metric) for metric in SEMANTIC_METRICS],
                        caption="../workflow/report/semantic_comparison_figure.rst",
                        category=_OVERVIEW, subcategory="{pairing}: concepts"),
     wildcard_constraints:
         pairing=_SEMANTIC_PAIRING_NAME,
     log:
-        "results/{exp}/logs/semantic_comparison_figures/{pairing}.log",
+        layout.log("semantic_comparison_figures", "{pairing}"),
     params:
+        scope="concept",
         metrics=lambda wc: SEMANTIC_METRICS,
         comparisons=lambda wc: config["comparisons"],
         correction=lambda wc: config["correction"],
@@ -188,26 +190,26 @@ rule semantic_comparison_figures:
     conda:
         "../envs/featsim.yaml"
     script:
-        "../workflow/scripts/semantic_comparison_figures.py"
+        "../workflow/scripts/comparison_figures.py"
 
 
 rule comparison_overview:
     input:
-        summaries=lambda wc: [f"results/{wc.exp}/summary/{cmp}/{wc.pairing}.csv" for cmp in COMPARISONS],
+        summaries=lambda wc: [layout.fill(layout.SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS],
         # concept-level rows exist for the semantic pairing only (and only when concepts are configured)
-        semantic=lambda wc: [f"results/{wc.exp}/summary/{cmp}/semantic_{wc.pairing}.csv" for cmp in COMPARISONS]
+        semantic=lambda wc: [layout.fill(layout.CONCEPT_SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS]
         if CONCEPTS and wc.pairing == SEMANTIC_PAIRING
         else [],
     output:
-        table=report("results/{exp}/summary/comparisons_{pairing}.csv", caption="../workflow/report/overview.rst",
+        table=report(layout.OVERVIEW, caption="../workflow/report/overview.rst",
                      category=_OVERVIEW, subcategory="{pairing}: tables"),
-        html=report("results/{exp}/summary/comparisons_{pairing}.html", caption="../workflow/report/overview.rst",
+        html=report(layout.sibling_template(layout.OVERVIEW, layout.HTML), caption="../workflow/report/overview.rst",
                     category=_OVERVIEW, subcategory="{pairing}: tables"),
-        provenance="results/{exp}/summary/comparisons_{pairing}.provenance.json",
+        provenance=layout.sibling_template(layout.OVERVIEW, layout.PROVENANCE),
     wildcard_constraints:
         pairing=_PAIRING_NAMES,
     log:
-        "results/{exp}/logs/comparison_overview/{pairing}.log",
+        layout.log("comparison_overview", "{pairing}"),
     params:
         comparisons=lambda wc: config["comparisons"],
         correction=lambda wc: config["correction"],
@@ -223,24 +225,24 @@ rule comparison_overview:
 
 rule browser:
     input:
-        pairs="results/{exp}/pairs/{cmp}/{pairing}/A{la}_B{lb}.parquet",
+        unpack(comparison_rows_input),  # the held-out split (and aligned rows): the scatter shows the pairing tokens
+        pairs=layout.PAIRS,
         labels_a=labels_for("a"),
         labels_b=labels_for("b"),
         codes_a=codes_for("a"),
         codes_b=codes_for("b"),
-        tokens="results/{exp}/tokens.zarr",  # the held-out split: the scatter shows the pairing tokens
     output:
-        html=report("results/{exp}/browser/{cmp}/{pairing}/A{la}_B{lb}.html", caption="../workflow/report/browser.rst",
+        html=report(layout.BROWSER, caption="../workflow/report/browser.rst",
                     category=_COMPARISON, subcategory="{pairing}: pair browser",
                     labels={"layer pair": "A{la}_B{lb}", "view": "top pairs and contexts"}),
-        scatter=report("results/{exp}/browser/{cmp}/{pairing}/A{la}_B{lb}.scatter.png",
+        scatter=report(layout.sibling_template(layout.BROWSER, layout.SCATTER),
                        caption="../workflow/report/browser_scatter.rst",
                        category=_COMPARISON, subcategory="{pairing}: pair browser",
                        labels={"layer pair": "A{la}_B{lb}", "view": "activation scatter"}),
     wildcard_constraints:
         pairing=_PAIRING_NAMES,
     log:
-        "results/{exp}/logs/browser/{cmp}/{pairing}/A{la}_B{lb}.log",
+        layout.log("browser", "{cmp}/{pairing}/A{la}_B{lb}"),
     params:
         split=SPLIT,
         browser=lambda wc: {key: config["report"][key] for key in ("browser_pairs", "scatter_pairs")},

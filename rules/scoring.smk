@@ -6,14 +6,14 @@
 
 rule score:
     input:
-        pairs="results/{exp}/pairs/{cmp}/{pairing}/A{la}_B{lb}.parquet",
+        pairs=layout.PAIRS,
         decoder_a=decoder_for("a"),
         decoder_b=decoder_for("b"),
     output:
-        scores=expand("results/{{exp}}/scores/{{cmp}}/{{pairing}}/{metric}/A{{la}}_B{{lb}}.json", metric=METRICS),
-        nulls=expand("results/{{exp}}/scores/{{cmp}}/{{pairing}}/{metric}/A{{la}}_B{{lb}}.null.npy", metric=METRICS),
+        scores=[layout.fill(layout.SCORE, metric=metric) for metric in METRICS],
+        nulls=[layout.sibling_template(layout.fill(layout.SCORE, metric=metric), layout.NULL) for metric in METRICS],
     log:
-        "results/{exp}/logs/score/{cmp}/{pairing}/A{la}_B{lb}.log",
+        layout.log("score", "{cmp}/{pairing}/A{la}_B{lb}"),
     params:
         null=lambda wc: config["null"],
         metrics=METRICS,

@@ -7,12 +7,12 @@
 
 rule concept_members:
     input:
-        labels=[f"results/{{exp}}/labels/{model}/L{layer}.parquet" for model, layer in MEMBER_LAYERS],
+        labels=[layout.fill(layout.LABELS, model=model, layer=layer) for model, layer in MEMBER_LAYERS],
         concept=lambda wc: CONCEPTS[wc.concept],
     output:
-        members=[f"results/{{exp}}/semantic/members/{model}/L{layer}/{{concept}}.parquet" for model, layer in MEMBER_LAYERS],
+        members=[layout.fill(layout.MEMBERS, model=model, layer=layer) for model, layer in MEMBER_LAYERS],
     log:
-        "results/{exp}/logs/concept_members/{concept}.log",
+        layout.log("concept_members", "{concept}"),
     params:
         min_examples=lambda wc: config["semantic"]["min_examples"],
         min_fraction=lambda wc: config["semantic"]["min_fraction"],
@@ -35,15 +35,14 @@ for _cmp in COMPARISONS:
         input:
             unpack(semantic_cell_inputs(_cmp)),
         output:
-            pairs=semantic_pairs_outputs(_cmp),
-            scores=semantic_score_outputs(_cmp, "json"),
-            nulls=semantic_score_outputs(_cmp, "null.npy"),
+            pairs=[cell["pairs"] for cell in semantic_cell_outputs(_cmp)],
+            scores=[files[0] for cell in semantic_cell_outputs(_cmp) for files in cell["scores"].values()],
+            nulls=[files[1] for cell in semantic_cell_outputs(_cmp) for files in cell["scores"].values()],
         log:
-            f"results/{{exp}}/logs/semantic/{_cmp}/{{concept}}/{{pairing}}.log",
+            layout.log("semantic", f"{_cmp}/{{concept}}/{{pairing}}"),
         params:
             comparison=_cmp,
-            cells=layer_pairs(_cmp),
-            metrics=SEMANTIC_METRICS,
+            cells=lambda wc, cmp=_cmp: semantic_cell_outputs(cmp, exp=wc.exp, concept=wc.concept, pairing=wc.pairing),
             variant=lambda wc: config["pairings"][wc.pairing],
             correlation=lambda wc: config["correlation"],
             split=SPLIT,
@@ -64,16 +63,16 @@ for _cmp in COMPARISONS:
 
 rule semantic_accuracy:
     input:
-        labels="results/{exp}/labels/{model}/L{layer}.parquet",
-        members=lambda wc: [f"results/{wc.exp}/semantic/members/{wc.model}/L{wc.layer}/{concept}.parquet"
+        labels=layout.LABELS,
+        members=lambda wc: [layout.fill(layout.MEMBERS, exp=wc.exp, model=wc.model, layer=wc.layer, concept=concept)
                             for concept in CONCEPTS],
         concepts=lambda wc: list(CONCEPTS.values()),
         # the toy corpus directory (a directory output); its categories.json maps word -> category
-        corpus="results/{exp}/toy/corpus",
+        corpus=layout.TOY_CORPUS,
     output:
-        accuracy="results/{exp}/semantic/accuracy/{model}/L{layer}.json",
+        accuracy=layout.MEMBER_ACCURACY,
     log:
-        "results/{exp}/logs/semantic_accuracy/{model}/L{layer}.log",
+        layout.log("semantic_accuracy", "{model}/L{layer}"),
     params:
         min_examples=lambda wc: config["semantic"]["min_examples"],
         truth_min_fraction=lambda wc: config["semantic"]["truth_min_fraction"],

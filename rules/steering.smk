@@ -10,28 +10,34 @@ for _cmp in STEERING["comparisons"]:
         input:
             unpack(steering_inputs(_cmp)),
         output:
-            concepts=[f"results/{{exp}}/steering/{_cmp}/{concept}/A{la}_B{lb}.json"
+            concepts=[layout.fill(layout.STEERING_CONCEPT, cmp=_cmp, concept=concept, la=la, lb=lb)
                       for la, lb in steering_cells(_cmp) for concept in STEERING_CONCEPTS],
-            agreement=[f"results/{{exp}}/steering/{_cmp}/A{la}_B{lb}.agreement.json" for la, lb in steering_cells(_cmp)],
-            summary=report(f"results/{{exp}}/summary/steering_{_cmp}.csv",
+            agreement=[layout.fill(layout.STEERING_AGREEMENT, cmp=_cmp, la=la, lb=lb) for la, lb in steering_cells(_cmp)],
+            summary=report(layout.fill(layout.STEERING_SUMMARY, cmp=_cmp),
                            caption="../workflow/report/steering_summary.rst", category="Steering"),
-            specificity=report(f"results/{{exp}}/summary/steering_{_cmp}_specificity.csv",
+            specificity=report(layout.fill(layout.STEERING_SPECIFICITY, cmp=_cmp),
                                caption="../workflow/report/steering_specificity.rst", category="Steering"),
-            effects_figure=report(f"results/{{exp}}/figures/{_cmp}/steering_effects.png",
+            effects_figure=report(layout.fill(layout.STEERING_FIGURE, cmp=_cmp, figure="effects"),
                                   caption="../workflow/report/steering_effects.rst", category="Steering"),
-            matrix_figure=report(f"results/{{exp}}/figures/{_cmp}/steering_matrix.png",
+            matrix_figure=report(layout.fill(layout.STEERING_FIGURE, cmp=_cmp, figure="matrix"),
                                  caption="../workflow/report/steering_matrix.rst", category="Steering"),
+            downstream=report(layout.fill(layout.STEERING_DOWNSTREAM, cmp=_cmp),
+                              caption="../workflow/report/steering_downstream.rst", category="Steering"),
+            downstream_figure=report(layout.fill(layout.STEERING_FIGURE, cmp=_cmp, figure="downstream"),
+                                     caption="../workflow/report/steering_downstream.rst", category="Steering"),
         log:
-            f"results/{{exp}}/logs/steering/{_cmp}.log",
+            layout.log("steering", f"{_cmp}"),
         params:
             comparison=_cmp,
             pairing=SEMANTIC_PAIRING,
             cells=steering_cells(_cmp),
+            later_cells=steering_later_cells(_cmp),
             concepts=STEERING_CONCEPTS,
             side_a=steering_side(cmp_model(_cmp, "a")),
             side_b=steering_side(cmp_model(_cmp, "b")),
             split=SPLIT,
             steering={key: value for key, value in STEERING.items() if key != "comparisons"},
+            alpha=config["alpha"],
         threads: HEAVY_THREADS
         resources:
             mem_mb=heavy_mem_mb,

@@ -15,7 +15,14 @@ import numpy as np
 from featsim.pairing import pair
 
 
-def score_record(rng: np.random.Generator, metric: str, m: int, shift: float, seed: int, **extra) -> tuple[dict, np.ndarray]:
+def cell_provenance(metric: str, layer_a: int, layer_b: int) -> dict:
+    """The provenance identity featsim's score writers stamp (the summary reads the cell from it)."""
+    return {"config_hash": "abc123", "featsim_version": "0.1.0", "metric": metric, "layer_a": layer_a,
+            "layer_b": layer_b}
+
+
+def score_record(rng: np.random.Generator, metric: str, m: int, shift: float, seed: int, cell: tuple[int, int],
+                 **extra) -> tuple[dict, np.ndarray]:
     """A scored cell: a null of m draws and an observed value `shift` null-sds above its mean."""
     null = rng.normal(0.5, 0.02, size=m)
     observed = float(null.mean() + shift * null.std(ddof=1))
@@ -27,16 +34,16 @@ def score_record(rng: np.random.Generator, metric: str, m: int, shift: float, se
         "n_pairs": int(rng.integers(50, 200)), "n_permutations": m, "seed": seed,
         "k_a": 12 if metric == "svcca" else None, "k_b": 14 if metric == "svcca" else None,
         "flags": ["n_lt_5k"] if metric == "svcca" else [],
-        "provenance": {"config_hash": "abc123", "featsim_version": "0.1.0"},
+        "provenance": cell_provenance(metric, *cell),
         **extra,
     }
     return record, null
 
 
-def not_scored_record(metric: str, m: int, **extra) -> dict:
+def not_scored_record(metric: str, m: int, cell: tuple[int, int], **extra) -> dict:
     return {"status": "not_scored", "reason": "fewer than 3 pairs", "metric": metric, "observed": None,
             "null_mean": None, "null_std": None, "p_value": None, "z": None, "n_pairs": 2,
-            "n_permutations": m, "seed": 0, "flags": [], "provenance": {"config_hash": "abc123"}, **extra}
+            "n_permutations": m, "seed": 0, "flags": [], "provenance": cell_provenance(metric, *cell), **extra}
 
 
 def write_scores(root: Path, cmp: str, pairing: str, metrics, layers_a, layers_b, m: int = 199,
@@ -53,9 +60,10 @@ def write_scores(root: Path, cmp: str, pairing: str, metrics, layers_a, layers_b
                 path = root / "scores" / cmp / pairing / metric / f"A{la}_B{lb}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if (metric, la, lb) in not_scored:
-                    record, null = not_scored_record(metric, m), np.zeros(0)
+                    record, null = not_scored_record(metric, m, (la, lb)), np.zeros(0)
                 else:
-                    record, null = score_record(rng, metric, m, shift=float(rng.uniform(-1, 5)), seed=la * 10 + lb)
+                    record, null = score_record(rng, metric, m, shift=float(rng.uniform(-1, 5)), seed=la * 10 + lb,
+                                                cell=(la, lb))
                 path.write_text(json.dumps(record))
                 np.save(path.with_name(f"A{la}_B{lb}.null.npy"), null)
                 paths.append(path)
@@ -77,9 +85,10 @@ def write_semantic(root: Path, cmp: str, pairing: str, concepts, metrics, layers
                     path = root / "semantic" / cmp / concept / pairing / metric / f"A{la}_B{lb}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     if (concept, metric, la, lb) in not_scored:
-                        record = not_scored_record(metric, m, **{**extra, "keywords": None})
+                        record = not_scored_record(metric, m, (la, lb), **{**extra, "keywords": None})
                     else:
-                        record, _ = score_record(rng, metric, m, shift=float(rng.uniform(-1, 4)), seed=0, **extra)
+                        record, _ = score_record(rng, metric, m, shift=float(rng.uniform(-1, 4)), seed=0,
+                                                 cell=(la, lb), **extra)
                     path.write_text(json.dumps(record))
                     paths.append(path)
     return paths
@@ -118,7 +127,8 @@ def write_pairs(root: Path, cmp: str, pairing: str, layers_a, layers_b, d_a: int
             path = root / "pairs" / cmp / pairing / f"A{la}_B{lb}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(pairs.to_frame()).to_parquet(path)
-            path.with_name(f"A{la}_B{lb}.diagnostics.json").write_text(json.dumps(pairs.diagnostics))
+            record = {"provenance": {"layer_a": la, "layer_b": lb}, **pairs.diagnostics}
+            path.with_name(f"A{la}_B{lb}.diagnostics.json").write_text(json.dumps(record))
             paths.append(path)
             results[(la, lb)] = corr
     return paths, results

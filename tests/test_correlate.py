@@ -296,7 +296,7 @@ def test_invalid_inputs_name_the_problem(codes_pair):
     with pytest.raises(ValueError, match="latents_a"):
         max_correlation(codes_a, codes_b, device="cpu", latents_a=[0, 37])
     with pytest.raises(ConfigError, match="correlation.blocks"):
-        CorrelationConfig.from_dict({"blocks": 3})
+        CorrelationConfig.from_config({"blocks": 3})
     import torch
 
     if not torch.cuda.is_available():
@@ -318,3 +318,36 @@ def test_subset_engine_equals_the_sparse_kernel_on_code_stores_and_rows(codes_pa
         np.testing.assert_allclose(getattr(numpy_engine, name), getattr(sparse_engine, name), rtol=0, atol=1e-12,
                                    err_msg=name)
     assert numpy_engine.n_tokens == sparse_engine.n_tokens == rows.sum()
+
+
+def test_gpu_build_check_agrees_with_torch_without_importing_it():
+    """`auto` reads torch's build (torch/version.py) without the ~2 s torch import; torch itself is the oracle."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from featsim.correlate import _torch_has_gpu_backend as gpu; found = gpu(); "
+              "assert 'torch' not in sys.modules, 'imported torch'; import torch; "
+              "print(found == bool(torch.version.cuda or torch.version.hip), found == gpu())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]
+
+
+@pytest.mark.parametrize("density", [0.02, 1.0])  # SAE-like codes (sparse kernel) and dense neurons (dense CPU)
+def test_auto_engine_on_a_cpu_only_torch_is_the_full_cost_models_choice(density, monkeypatch):
+    """Skipping the torch import changes no choice: the shortcut returns sparse-cpu only where the sparse
+    kernel beats the dense CPU path on any thread count."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the full cost model would weigh a GPU here")
+    rng = np.random.default_rng(5)
+    codes_a, codes_b = random_codes(rng, 2000, 1000, density), random_codes(rng, 2000, 900, density)
+    side_a = correlate._load_side(codes_a, None, 1, np.dtype(np.float64), "latents_a", by_latent=False)
+    side_b = correlate._load_side(codes_b, None, 1, np.dtype(np.float64), "latents_b", by_latent=True)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)  # the sparse estimate scales with the kernel's threads
+    monkeypatch.setattr(correlate, "_torch_has_gpu_backend", lambda: True)  # the full cost model, via torch
+    full = correlate._choose_engine("auto", side_a, side_b)
+    monkeypatch.setattr(correlate, "_torch_has_gpu_backend", lambda: False)
+    assert correlate._choose_engine("auto", side_a, side_b) == full
+    assert full[0] == ("sparse-cpu" if density < 1 else "dense-cpu")

@@ -8,7 +8,8 @@ from matplotlib.image import AxesImage
 from synthetic_results import write_pairs, write_scores, write_semantic
 
 from featsim import figures
-from featsim.summary import diagnostics_path, many_to_one_histogram, summarize_scores, summarize_semantic
+from featsim.layout import DIAGNOSTICS, sibling
+from featsim.summary import many_to_one_histogram, summarize
 
 METRICS = ["svcca", "rsa"]
 LAYERS_A, LAYERS_B = [0, 1, 2], [0, 1]
@@ -23,11 +24,11 @@ def synthetic(tmp_path_factory):
         scores[cmp] = write_scores(root, cmp, "one_to_one", METRICS, LAYERS_A, LAYERS_B, seed=seed,
                                    not_scored={("svcca", 2, 1)})
         pairs, _ = write_pairs(root, cmp, "one_to_one", LAYERS_A, LAYERS_B, seed=seed)
-        diagnostics[cmp] = [diagnostics_path(p) for p in pairs]
-        tables[cmp] = summarize_scores(scores[cmp], diagnostics[cmp], cmp, "one_to_one", "holm")
+        diagnostics[cmp] = [sibling(p, DIAGNOSTICS) for p in pairs]
+        tables[cmp] = summarize(scores[cmp], diagnostics[cmp], cmp, "one_to_one", "holm")
         paths = write_semantic(root, cmp, "one_to_one", ["animal", "color", "month"], METRICS, LAYERS_A, LAYERS_B,
                                seed=seed, not_scored={("month", "svcca", 0, 0)})
-        semantic[cmp] = summarize_semantic(paths, cmp, "one_to_one", "holm")
+        semantic[cmp] = summarize(paths, [], cmp, "one_to_one", "holm", scope="concept")
     return {"tables": tables, "semantic": semantic, "scores": scores, "diagnostics": diagnostics}
 
 
@@ -174,7 +175,8 @@ def test_comparison_figures_plot_every_comparison(synthetic, tmp_path):
     pairs = figures.pairs_comparison_figure(tables, "one_to_one")
     assert sum(len(c) for c in pairs.axes[0].containers) == len(tables) * len(LAYERS_A) * len(LAYERS_B)
     outputs = [tmp_path / f"cmp_{m}.png" for m in METRICS]
-    figures.write_comparison_figures(tables, "one_to_one", METRICS, outputs, tmp_path / "pairs.png", {}, "holm")
+    figures.write_comparison_figures(tables, "one_to_one", METRICS, outputs, {}, "holm",
+                                     pairs_output=tmp_path / "pairs.png")
     assert all(p.stat().st_size > 5000 for p in outputs + [tmp_path / "pairs.png"])
 
 

@@ -10,7 +10,6 @@ writer or a store of an older featsim.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import warnings
@@ -224,21 +223,15 @@ def test_non_finite_data_already_stored_is_refused_by_readers(tmp_path):
     assert "LM dtype bfloat16" in str(err.value) and "half precision" in str(err.value)
 
 
-def test_killed_writer_leaves_an_orphan_that_verify_reports_and_cleans(tmp_path, capsys):
+def test_killed_writer_leaves_an_orphan_that_verify_reports_and_cleans(tmp_path, capsys, killed_codes_writer):
     target = tmp_path / "codes.zarr"
-    script = (
-        "import numpy as np, time\n"
-        "from featsim.stores import CodesWriter\n"
-        f"with CodesWriter({str(target)!r}, 8) as w:\n"
-        "    w.append(np.eye(8)); print('started', flush=True); time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "started"
-    temp = tmp_path / f"codes.zarr.tmp-{proc.pid}"
-    status, out = verify(capsys, tmp_path)  # the writer still runs: in progress, not an orphan
-    assert status == 0 and f"IN-PROGRESS  {temp}" in out
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def while_writing(pid):  # the writer still runs: in progress, not an orphan
+        status, out = verify(capsys, tmp_path)
+        assert status == 0 and f"IN-PROGRESS  {tmp_path / f'codes.zarr.tmp-{pid}'}" in out
+
+    pid = killed_codes_writer(target, while_writing)
+    temp = tmp_path / f"codes.zarr.tmp-{pid}"
     assert not target.exists() and temp.is_dir()
     with pytest.raises(IncompleteStoreError) as err:
         stores.open_codes(temp)

@@ -8,7 +8,6 @@ import scipy.sparse as sp
 from featsim.labels import (
     LABEL_COLUMNS,
     LabelsConfig,
-    RunningTopK,
     label_latents,
     latent_stats,
     position_text,
@@ -46,11 +45,9 @@ def random_codes(n_tokens: int, n_latents: int, seed: int) -> np.ndarray:
     return dense.astype(np.float32)
 
 
-@pytest.mark.parametrize("rows_per_chunk, merge_at", [(7, 5), (64, 1000), (1000, 10**6)])
-def test_streamed_top_k_and_stats_match_brute_force(rows_per_chunk, merge_at, monkeypatch):
+@pytest.mark.parametrize("rows_per_chunk, k", [(7, 6), (64, 1), (1000, 6), (33, 90)])
+def test_streamed_top_k_and_stats_match_brute_force(rows_per_chunk, k):
     dense = random_codes(300, 40, seed=1)
-    k = 6
-    monkeypatch.setattr("featsim.labels.MERGE_AT_ENTRIES", merge_at)
     stats = latent_stats(sp.csr_matrix(dense), k, rows_per_chunk=rows_per_chunk, progress=False)
     expected_rows, expected_values = brute_top_k(dense, k)
     for latent in range(dense.shape[1]):
@@ -68,12 +65,38 @@ def test_streamed_top_k_and_stats_match_brute_force(rows_per_chunk, merge_at, mo
     assert list(stats.top_rows[1][stats.top_rows[1] >= 0]) == [3]
 
 
-def test_running_top_k_breaks_ties_by_earlier_row_across_merges():
-    running = RunningTopK(n_columns=1, k=2, merge_at=1)
-    for row in range(5):
-        running.add(np.array([0]), np.array([1.0]), np.array([row]))
-    running.merge()
-    assert running.rows[0].tolist() == [0, 1]
+def test_top_k_breaks_ties_by_the_earlier_row_across_chunks():
+    dense = np.zeros((50, 3), dtype=np.float32)
+    dense[:, 0] = 1.0  # all tied: the first k rows
+    dense[1::2, 1] = 0.5
+    dense[::7, 1] = 2.0  # a tie group (rows 0, 7, 14, ...) above many ties below
+    dense[::-1, 2] = np.repeat(np.arange(1, 11, dtype=np.float32), 5)  # ties within and across chunks
+    stats = latent_stats(sp.csr_matrix(dense), 4, rows_per_chunk=3, progress=False)
+    assert stats.top_rows[0].tolist() == [0, 1, 2, 3]
+    assert stats.top_rows[1].tolist() == [0, 7, 14, 21]
+    assert stats.top_rows[2].tolist() == [0, 1, 2, 3]
+    expected_rows, _ = brute_top_k(dense, 4)
+    np.testing.assert_array_equal(stats.top_rows, np.stack(expected_rows))
+
+
+def test_top_k_of_a_store_with_skewed_firing_matches_brute_force(tmp_path):
+    """TopK-like codes (a few latents fire on most tokens, the rest rarely; float16 values with many
+    exact ties) read from a code store in chunks: the same rows as a stable descending sort per latent."""
+    rng = np.random.default_rng(7)
+    n_tokens, d_sae, l0 = 2000, 64, 8
+    weights = 1.0 / np.arange(1, d_sae + 1) ** 1.2
+    dense = np.zeros((n_tokens, d_sae), dtype=np.float32)
+    for row in range(n_tokens):
+        dense[row, rng.choice(d_sae, l0, replace=False, p=weights / weights.sum())] = rng.exponential(1.0, l0)
+    dense = dense.astype(np.float16).astype(np.float32)
+    write_codes(tmp_path / "codes.zarr", dense, {}, value_dtype="float16")
+    stats = latent_stats(open_codes(tmp_path / "codes.zarr"), 10, rows_per_chunk=97, progress=False)
+    expected_rows, expected_values = brute_top_k(dense, 10)
+    for latent in range(d_sae):
+        held = stats.top_rows[latent] >= 0
+        np.testing.assert_array_equal(stats.top_rows[latent][held], expected_rows[latent])
+        np.testing.assert_array_equal(stats.top_values[latent][held], expected_values[latent])
+    np.testing.assert_allclose(stats.mean_act, dense.astype(np.float64).mean(axis=0), rtol=1e-12)
 
 
 @pytest.fixture

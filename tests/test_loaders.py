@@ -314,3 +314,47 @@ def test_weight_processing_from_sae_metadata_is_applied(source, neox_dir, hub_ca
     tokens = torch.randint(0, len(WORDS), (2, 10))
     hidden = hf_hidden_states(neox_dir, tokens)[2]
     torch.testing.assert_close(_resid_post(lm, tokens, 1), hidden - hidden.mean(-1, keepdim=True), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- configs/gpt2-vs-pythia-160m.yaml (issue 15)
+
+
+def test_gpt2_small_res_jb_release_loads_from_hf_cache_offline(tmp_path, hub_cache):
+    """The registry release of configs/gpt2-vs-pythia-160m.yaml, from its real repo in the pre-sae-lens-6 format."""
+    from featsim.saes import SAESpec, load_sae, sae_info
+
+    rng = np.random.default_rng(4)
+    weights = {"W_enc": rng.normal(size=(D_MODEL, 40)).astype(np.float32),
+               "b_enc": rng.normal(scale=0.1, size=40).astype(np.float32),
+               "W_dec": rng.normal(size=(40, D_MODEL)).astype(np.float32),
+               "b_dec": rng.normal(scale=0.5, size=D_MODEL).astype(np.float32)}
+    repo_src = tmp_path / "GPT2-Small-SAEs-Reformatted"
+    hub.write_sae_lens_pre6(repo_src / "blocks.4.hook_resid_pre", weights, "blocks.4.hook_resid_pre", 4, "gpt2-small")
+    install_in_hf_cache(hub_cache, "jbloom/GPT2-Small-SAEs-Reformatted", repo_src)
+    spec = SAESpec.from_config("gpt2", {"source": "sae_lens", "release": "gpt2-small-res-jb",
+                                        "id": "blocks.{layer}.hook_resid_pre"})
+    info = sae_info(spec, 4, tmp_path)
+    assert (info.hook_name, info.d_in, info.d_sae) == ("blocks.4.hook_resid_pre", D_MODEL, 40)
+    sae, _ = load_sae(spec, 4, tmp_path)
+    x = rng.normal(size=(12, D_MODEL)).astype(np.float32)
+    expected = np.maximum((x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"], 0.0)  # ReLU SAE
+    np.testing.assert_allclose(sae.encode(torch.as_tensor(x)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError) as err:  # a layer whose folder is not in the cache: names the id template
+        sae_info(spec, 6, tmp_path)
+    assert err.value.key == "models.gpt2.sae.id"
+
+
+def test_sae_pythia_160m_32k_loads_from_hf_cache_offline(tmp_path, hub_cache):
+    """The sparsify repo of configs/gpt2-vs-pythia-160m.yaml, in sparsify's save format and the hub cache layout."""
+    from featsim.saes import SAESpec, load_sae, sae_info
+
+    repo_src = tmp_path / "sae-pythia-160m-32k"
+    weights = write_sparsify_checkpoint(repo_src / "layers.3", D_MODEL, 64, k=5, seed=2)
+    install_in_hf_cache(hub_cache, "EleutherAI/sae-pythia-160m-32k", repo_src)
+    spec = SAESpec.from_config("pythia160m", {"source": "sparsify", "repo": "EleutherAI/sae-pythia-160m-32k",
+                                              "hookpoint": "layers.{layer}"})
+    assert sae_info(spec, 3, tmp_path).hook_name == "blocks.3.hook_resid_post"
+    sae, _ = load_sae(spec, 3, tmp_path)
+    x = np.random.default_rng(5).normal(size=(16, D_MODEL)).astype(np.float32)
+    np.testing.assert_allclose(sae.encode(torch.as_tensor(x)).detach().numpy(), sparsify_encode_numpy(x, weights, 5),
+                               rtol=1e-5, atol=1e-5)

@@ -237,6 +237,29 @@ def test_doubled_average_ranks_match_scipy_rankdata():
         np.testing.assert_array_equal(doubled_average_ranks(values), expected)
 
 
+@pytest.mark.parametrize("block", [1, 3, 2048])
+def test_blocked_rsa_ranks_match_rankdata_of_the_whole_triangle(block, monkeypatch):
+    """The blocked rank code (tie groups crossing block borders, mirrored triangles) gives the ranks
+    scipy.stats.rankdata gives on the whole upper triangle at once, and a symmetric rank matrix."""
+    from featsim import metrics
+
+    monkeypatch.setattr(metrics, "RANK_BLOCK", block)
+    rng = np.random.default_rng(5)
+    for values in (rng.standard_normal(3000), np.round(rng.standard_normal(5000)), np.zeros(4000), np.array([1.0])):
+        expected = 2 * scipy.stats.rankdata(values, method="average") - (values.size + 1)
+        np.testing.assert_array_equal(metrics.centred_doubled_ranks(values), expected)
+    X = many_to_one_rows(n_distinct=20, n_rows=61, d=5, seed=6)
+    ranks = metrics.rank_matrix(X)
+    correlations = scipy.spatial.distance.squareform(1.0 - np.corrcoef(X), checks=False)
+    n_upper = correlations.size
+    expected = 2 * scipy.stats.rankdata(metrics.row_correlation_upper(X)) - (n_upper + 1)
+    np.testing.assert_array_equal(ranks.upper, expected)
+    np.testing.assert_allclose(metrics.row_correlation_upper(X), 1.0 - correlations, atol=1e-12)
+    np.testing.assert_array_equal(ranks.matrix, ranks.matrix.T)
+    np.testing.assert_array_equal(scipy.spatial.distance.squareform(ranks.matrix, checks=False), ranks.upper)
+    assert ranks.norm == pytest.approx(np.sqrt(np.sum(ranks.upper.astype(float) ** 2)), rel=1e-15)
+
+
 # ---------------------------------------------------------------- invariances
 
 

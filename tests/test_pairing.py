@@ -181,6 +181,30 @@ def test_hungarian_requires_positive_correlation_even_without_min_corr():
     assert as_set(pairs) == {(1, 1)}
 
 
+@pytest.mark.parametrize(("seed", "d_a", "d_b", "degree"),
+                         [(0, 40, 40, 3), (1, 60, 35, 2), (2, 30, 70, 4), (3, 80, 80, 1)])
+def test_max_weight_matching_equals_the_dense_assignment(seed, d_a, d_b, degree):
+    """Sparse random graphs (isolated nodes, latents whose every edge is contested): the same matching as
+    scipy.optimize.linear_sum_assignment on the dense weights with 0 for a missing edge (a zero-weight
+    assignment = unmatched). Continuous weights make the optimum unique, so the edges must agree."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    a = np.concatenate([rng.integers(0, d_a, d_b * degree), np.repeat(np.arange(d_a), degree)])
+    b = np.concatenate([np.repeat(np.arange(d_b), degree), rng.integers(0, d_b, d_a * degree)])
+    keep = rng.random(a.size) < 0.7  # some latents lose all their edges
+    _, first = np.unique(a[keep] * d_b + b[keep], return_index=True)
+    a, b = a[keep][first], b[keep][first]
+    weight = rng.uniform(0.01, 1.0, a.size)
+    chosen = max_weight_matching(a, b, weight)
+    dense = np.zeros((d_a, d_b))
+    dense[a, b] = weight
+    rows, cols = linear_sum_assignment(dense, maximize=True)
+    used = dense[rows, cols] > 0
+    assert {(int(a[i]), int(b[i])) for i in chosen} == set(zip(rows[used].tolist(), cols[used].tolist()))
+    assert weight[chosen].sum() == pytest.approx(dense[rows, cols].sum(), abs=1e-12)
+
+
 def test_max_weight_matching_handles_an_empty_graph_and_rejects_nonpositive_weights():
     empty = np.zeros(0, dtype=np.int64)
     assert max_weight_matching(empty, empty, np.zeros(0)).size == 0

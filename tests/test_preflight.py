@@ -136,3 +136,62 @@ def test_validate_cli_reports_missing_file_in_one_line_and_preflight_errors(tmp_
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     bad = featsim_cli("validate", str(tmp_path / "bad.yaml"))
     assert bad.returncode == 1 and "pairings.one_to_one.junk_tokens" in bad.stderr
+
+
+# ---------------------------------------------------------------- tokenizers (issue 15)
+
+
+def _with_bpe_model(raw, align=None):
+    raw["models"]["D"] = {"lm": {"source": "toy", "toy": {"tokenizer": "bpe", "bpe_vocab_size": 64}}, "layers": [1],
+                          "sae": {"source": "toy"}}
+    raw["comparisons"]["cross_tokenizer"] = {"a": "A", "b": "D", **({"align": align} if align else {})}
+    return raw
+
+
+def test_two_tokenizers_without_alignment_name_the_comparison(raw):
+    errors = errors_of(_with_bpe_model(raw))
+    assert "declare `align" in errors["comparisons.cross_tokenizer"]
+    assert "toy-bpe:D" in errors["comparisons.cross_tokenizer"]
+
+
+def test_alignment_declared_passes_and_gives_the_model_its_own_store(raw):
+    from featsim import tokenstores
+
+    config = _with_bpe_model(raw, align="word")
+    assert errors_of(config) == {}
+    assert tokenstores.token_store_names(config)["D"] == "D"
+    assert tokenstores.token_store_names(config)["A"] == tokenstores.EXPERIMENT_STORE
+    assert tokenstores.comparison_alignment(config, "cross_tokenizer") == ("tokens", "D", "word")
+    assert tokenstores.comparison_alignment(config, "main") is None
+
+
+def test_a_model_reading_two_stores_is_refused_and_steering_needs_one_token_set(raw):
+    config = _with_bpe_model(raw, align="word")
+    config["models"]["D2"] = {"lm_from": "D", "layers": [1], "sae": {"source": "toy", "toy": {"seed": 1}}}
+    config["comparisons"]["d_vs_a2"] = {"a": "A_sae2", "b": "D2"}  # D2 reads D's store: needs align too
+    config["steering"]["comparisons"] = ["main", "cross_tokenizer"]
+    errors = errors_of(config)
+    assert "different tokenizers" in errors["comparisons.d_vs_a2"]
+    assert "cross_tokenizer" in errors["steering.comparisons"]
+
+
+def test_alignment_of_one_tokenizer_is_a_warning_and_an_unknown_mode_an_error(raw):
+    raw["comparisons"]["main"]["align"] = "word"
+    validate_config(raw)
+    warnings = {f.key: f.message for f in preflight(raw, REPO, workflow_dir=REPO) if f.severity == "warning"}
+    assert "nothing to align" in warnings["comparisons.main.align"]
+    raw["comparisons"]["main"]["align"] = "char"
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    assert err.value.key == "comparisons.main.align"
+
+
+def test_hub_tokenizers_of_an_aligned_comparison_get_a_store_each():
+    from featsim import tokenstores
+
+    config = load_config(REPO / "configs" / "gpt2-vs-pythia-160m.yaml")
+    stores = tokenstores.token_store_names(config)
+    assert stores["gpt2"] == tokenstores.EXPERIMENT_STORE and stores["pythia160m"] == "pythia160m"
+    assert tokenstores.comparison_row_inputs(config, "x", "main") == {
+        "tokens": "results/x/tokens.zarr", "tokens_b": "results/x/tokens/pythia160m.zarr",
+        "alignment": "results/x/alignment/tokens/pythia160m/word.zarr"}

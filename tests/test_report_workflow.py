@@ -77,7 +77,7 @@ def workdir(tmp_path_factory):
     (work / "Snakefile").write_text(f"""
 from featsim.config import load_schema, validate_config
 configfile: "config.yaml"
-validate_config(config, load_schema("{repo}/workflow/schemas/config.schema.yaml"))
+validate_config(config, load_schema())
 report: "{repo}/workflow/report/workflow.rst"
 include: "{repo}/rules/common.smk"
 include: "{repo}/rules/report.smk"

@@ -11,7 +11,8 @@ from featsim.metrics import METRICS
 from featsim.null import permutation_test
 from featsim.provenance import write_parquet
 from featsim.scoring import cell_seed, load_pairs, score_cell, score_pairs, score_pairs_with_null
-from featsim.summary import null_path, read_score
+from featsim.layout import NULL, sibling
+from featsim.summary import read_score
 
 
 def decoders_and_pairs(n_pairs=30, seed=0):
@@ -87,7 +88,7 @@ def test_score_cell_writes_json_and_null_with_provenance(tmp_path):
     score_file = tmp_path / "scores" / "cka" / "A0_B1.json"
     identity = {"experiment": "toy", "comparison": "main", "pairing": "one_to_one", "layer_a": 0, "layer_b": 1}
     record = score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file,
-                        null_path(score_file), metric="cka", null_config={"permutations": 99, "seed": 3},
+                        sibling(score_file, NULL), metric="cka", null_config={"permutations": 99, "seed": 3},
                         metric_options={}, identity=identity)
 
     written = json.loads(score_file.read_text())
@@ -96,7 +97,7 @@ def test_score_cell_writes_json_and_null_with_provenance(tmp_path):
     assert written["provenance"]["pairs"]["config_hash"] == "pairs-hash"
     assert written["provenance"]["comparison"] == "main" and written["provenance"]["metric"] == "cka"
     assert len(written["provenance"]["config_hash"]) == 16
-    null = np.load(null_path(score_file))
+    null = np.load(sibling(score_file, NULL))
     expected = permutation_test(decoder_a[pairs_a], decoder_b[pairs_b], "cka", 99, seed)
     np.testing.assert_array_equal(null, expected.null)
     assert record["p_value"] == expected.p_value == pytest.approx(0.01)
@@ -120,7 +121,7 @@ def test_three_pairs_are_underpowered_in_the_json_and_the_summary_reads_it(tmp_p
     write_parquet(pairs_file, pd.DataFrame({"a": pairs_a, "b": pairs_b}), {})
     score_file = tmp_path / "cka" / "A0_B0.json"
     identity = {"experiment": "toy", "comparison": "main", "pairing": "one_to_one", "layer_a": 0, "layer_b": 0}
-    score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file, null_path(score_file),
+    score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file, sibling(score_file, NULL),
                metric="cka", null_config={"permutations": 1000}, metric_options={}, identity=identity)
     written = json.loads(score_file.read_text())
     # 3 pairs have 3! = 6 orderings: the exact null holds the other 5, and no p can be below 1/6 > alpha

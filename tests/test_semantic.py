@@ -365,7 +365,7 @@ def test_target_files_round_trip_status_keywords_and_accuracy(tmp_path):
 
     (tmp_path / "categories.json").write_text(json.dumps({"day": "calendar", "night": "calendar", "cat": "animal"}))
     result = write_accuracy(tmp_path / "la.parquet", [tmp_path / "ma.parquet"], [concept_path],
-                            tmp_path / "categories.json", tmp_path / "accuracy.json", 3, 0.5)
+                            tmp_path, tmp_path / "accuracy.json", 3, 0.5)
     # latent 4 has 3 "day" among 6 examples: exactly half, so it is a true calendar latent at 0.5
     assert result["concepts"]["calendar"]["precision"] == 1.0 and result["concepts"]["calendar"]["recall"] == 1.0
     assert json.loads((tmp_path / "accuracy.json").read_text())["provenance"]["kind"] == "semantic_accuracy"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from featsim.errors import ConfigError
-from featsim.steering import Steerer, agreement_matrix, heldout_prompts, keyword_token_ids, steering_hook
+from featsim.steering import (WHITENING_RIDGE, Steerer, Whitener, agreement_matrix, heldout_prompts,
+                              keyword_token_ids, steering_hook)
 from featsim.steering_config import SteeringConfig, steered_positions
 
 
@@ -85,6 +86,24 @@ def test_fast_path_matches_the_full_forward_with_rotary_positions():
     assert fast._fast and not full._fast
     np.testing.assert_allclose(fast.steered_logprobs(torch.as_tensor(vectors), 2.0).numpy(),
                                full.steered_logprobs(torch.as_tensor(vectors), 2.0).numpy(), atol=2e-5)
+
+
+def test_chunks_of_different_sizes_reuse_the_tiled_cache_correctly():
+    """Chunks of 2, 2, 1 vectors (then 3, tiling again): views of one tiled prefix cache, same numbers."""
+    model = tiny_model()
+    tokens = prompts()
+    steerer = Steerer(model, "blocks.0.hook_resid_post", tokens, batch_size=2 * tokens.shape[0])
+    assert steerer._fast
+    vectors = np.random.default_rng(22).standard_normal((5, 16)).astype(np.float32)
+    chunked = steerer.effects(vectors, 1.5, keep_signatures=True).signatures
+    wider = steerer.steered_logprobs(torch.as_tensor(vectors[:3]), 1.5).numpy()
+    mask = steered_positions(tokens.shape[1], "last")
+    clean = manual_last_logprobs(model, tokens, "blocks.0.hook_resid_post", np.zeros(16), 0.0, mask)
+    for i, vector in enumerate(vectors):
+        expected = manual_last_logprobs(model, tokens, "blocks.0.hook_resid_post", vector, 1.5, mask)
+        np.testing.assert_allclose(chunked[i], expected - clean, atol=5e-5)
+        if i < 3:
+            np.testing.assert_allclose(wider[i], expected, atol=2e-5)
 
 
 def test_zero_vector_changes_nothing():
@@ -184,8 +203,86 @@ def test_identity_pairing_of_a_model_with_itself_reproduces_self_steering(method
     np.testing.assert_allclose(vector_b, vector_a, atol=1e-10)
     steerer = Steerer(model, "blocks.0.hook_resid_post", prompts())
     self_effect = steerer.effects(vector_a[None], 3.0, keep_signatures=True)
-    transferred = steerer.effects(vector_b[None], 3.0, reference=self_effect.signatures[0])
+    whitener = Whitener(steerer.effects(random_directions(24, 16, np.random.default_rng(8)), 3.0,
+                                        keep_signatures=True).signatures)
+    transferred = steerer.effects(vector_b[None], 3.0, reference=self_effect.signatures[0],
+                                  whitening=(whitener, whitener))
     assert transferred.agreement[0] == pytest.approx(1.0, abs=1e-6)
+    assert transferred.specific_agreement[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def numpy_whitened(random_signatures: np.ndarray, signatures: np.ndarray, ridge: float) -> np.ndarray:
+    """Oracle: per prompt, (C + ridge * max eig(C) I)^(-1/2) applied to the vocabulary-centred signature, C the
+    second moment of the vocabulary-centred random signatures (numpy eigh)."""
+    def centred(x):
+        return x - x.mean(axis=-1, keepdims=True)
+
+    out = np.empty(signatures.shape)
+    for p in range(signatures.shape[1]):
+        x = centred(random_signatures[:, p].astype(np.float64))
+        eigen, vectors = np.linalg.eigh(x.T @ x / len(x))
+        eigen = np.clip(eigen, 0, None)
+        root = (vectors / np.sqrt(eigen + ridge * eigen.max())) @ vectors.T
+        out[:, p] = centred(signatures[:, p].astype(np.float64)) @ root
+    return out
+
+
+@pytest.mark.parametrize("n_random", [5, 40])  # fewer and more random directions than vocabulary entries
+def test_whitener_matches_numpy_eigh(n_random):
+    rng = np.random.default_rng(21)
+    scales = np.geomspace(10, 0.01, 23)  # a few dominant vocabulary directions, like real effect signatures
+    random_signatures = rng.standard_normal((n_random, 3, 23)) * scales + 0.5
+    signatures = rng.standard_normal((4, 3, 23))
+    whitened = Whitener(random_signatures, ridge=0.01)(torch.as_tensor(signatures, dtype=torch.float32)).numpy()
+    expected = numpy_whitened(random_signatures, signatures, 0.01)
+    np.testing.assert_allclose(whitened, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_specific_agreement_is_the_correlation_of_whitened_signatures():
+    model_a, model_b = tiny_model(seed=5), tiny_model(seed=6)
+    tokens = prompts(n=4)
+    steer_a = Steerer(model_a, "blocks.0.hook_resid_post", tokens)
+    steer_b = Steerer(model_b, "blocks.1.hook_resid_post", tokens)
+    rng = np.random.default_rng(12)
+    random_a = steer_a.effects(random_directions(30, 16, rng), 2.0, keep_signatures=True).signatures
+    random_b = steer_b.effects(random_directions(30, 16, rng), 2.0, keep_signatures=True).signatures
+    references = steer_a.effects(random_directions(2, 16, rng), 2.0, keep_signatures=True).signatures
+    vectors = random_directions(3, 16, rng)
+    effects = steer_b.effects(vectors, 2.0, reference=references, keep_signatures=True,
+                              whitening=(Whitener(random_b), Whitener(random_a)))
+    rows = numpy_whitened(random_b, effects.signatures, WHITENING_RIDGE)
+    cols = numpy_whitened(random_a, references, WHITENING_RIDGE)
+    for i in range(3):
+        for r in range(2):
+            expected = np.mean([np.corrcoef(rows[i, p], cols[r, p])[0, 1] for p in range(4)])
+            assert effects.specific_agreement[i, r] == pytest.approx(expected, abs=1e-4)
+    single = steer_b.effects(vectors, 2.0, reference=references[1], whitening=(Whitener(random_b),
+                                                                                Whitener(random_a)))
+    np.testing.assert_allclose(single.specific_agreement, effects.specific_agreement[:, 1], atol=1e-6)
+
+
+def test_specific_transfer_p_values_are_uniform_under_random_pairings():
+    """Whitened on each side by independent random directions, the specific agreement is a fixed function of
+    each B signature: with observed pairings drawn like the null, P(p <= k/(m+1)) = k/(m+1)."""
+    from scipy.stats import binomtest
+
+    model_a, model_b = tiny_model(seed=7), tiny_model(seed=4)
+    tokens = prompts(n=4, length=6)
+    steer_a = Steerer(model_a, "blocks.1.hook_resid_post", tokens)
+    steer_b = Steerer(model_b, "blocks.0.hook_resid_post", tokens)
+    rng = np.random.default_rng(13)
+    whitening = (Whitener(steer_b.effects(random_directions(32, 16, rng), 2.0, keep_signatures=True).signatures),
+                 Whitener(steer_a.effects(random_directions(32, 16, rng), 2.0, keep_signatures=True).signatures))
+    cell = TransferCell(np.eye(16), rng.standard_normal((60, 16)), np.arange(60), np.arange(60))
+    n_tests, m = 150, 19
+    references = steer_a.effects(random_directions(n_tests, 16, rng), 2.0, keep_signatures=True).signatures
+    vectors = cell.pairing_null(3, n_tests * (m + 1), rng)  # observed and null: random 3-latent pairings alike
+    specific = steer_b.effects(vectors, 2.0, reference=references, whitening=whitening).specific_agreement
+    per_test = specific.reshape(n_tests, m + 1, n_tests)[np.arange(n_tests), :, np.arange(n_tests)]
+    p = np.array([permutation_p(row[0], row[1:]) for row in per_test])
+    assert p.min() >= 1 / (m + 1)
+    for k in (2, 5, 10):
+        assert binomtest(int(np.sum(p <= k / (m + 1))), n_tests, k / (m + 1)).pvalue > 0.001
 
 
 def test_procrustes_map_matches_scipy_and_recovers_a_planted_rotation():
@@ -243,6 +340,10 @@ def test_permutation_p_counts_ties_and_never_returns_zero():
     assert permutation_p(1.0, np.array([0.0, 1.0, 2.0])) == pytest.approx(3 / 4)
     assert permutation_p(5.0, np.zeros(199)) == pytest.approx(1 / 200)
     assert np.isnan(permutation_p(np.nan, np.zeros(3)))
+    # the same vector steered in another batch: float32 rounding below the observed value is still a tie
+    observed = 0.7391256
+    assert permutation_p(observed, np.array([np.float32(observed) - 3e-7, 0.1, 0.2])) == pytest.approx(2 / 4)
+    assert permutation_p(observed, np.array([observed - 1e-3, 0.1, 0.2])) == pytest.approx(1 / 4)
 
 
 def test_dominance_test_brute_force_and_planted_diagonal():
@@ -268,7 +369,8 @@ def test_summary_holm_is_per_method_over_concepts_and_cells_and_self_p_counts_ea
 
     def row(concept, la, lb, method, transfer_p, self_p):
         return {"concept": concept, "layer_a": la, "layer_b": lb, "method": method, "alpha": 0.5,
-                "self_p": self_p, "transfer_p": transfer_p, "status": "tested"}
+                "self_p": self_p, "transfer_p": transfer_p, "status": "tested",
+                "transfer_p_specific": transfer_p / 2}
 
     rows = [row("x", 0, 0, "pairing", 0.01, 0.02), row("x", 0, 1, "pairing", 0.04, 0.02),
             row("y", 0, 0, "pairing", np.nan, 0.03), row("x", 0, 0, "procrustes", 0.01, 0.02)]
@@ -280,8 +382,244 @@ def test_summary_holm_is_per_method_over_concepts_and_cells_and_self_p_counts_ea
     assert np.isnan(table.loc[("y", 0, "pairing"), "transfer_p_holm"])
     assert table.loc[("x", 0, "pairing"), "transfer_p_holm_min"] == pytest.approx(2 / 100)
     assert (table["status"] == "tested").all()  # floor 2/100 < 0.05
+    # the specific agreement's p: its own Holm family, same grouping ({0.005, 0.02} -> {0.01, 0.02})
+    assert table.loc[("x", 0, "pairing"), "transfer_p_specific_holm"] == pytest.approx(0.01)
+    assert table.loc[("x", 1, "pairing"), "transfer_p_specific_holm"] == pytest.approx(0.02)
+    assert table.loc[("x", 0, "procrustes"), "transfer_p_specific_holm"] == pytest.approx(0.005)
     few_draws = summary_table(rows, null_draws=19).set_index(["concept", "layer_b", "method"])
     # floors: pairing 2/20 = 0.1, procrustes 1/20 = 0.05, both >= alpha 0.05: cannot be significant after Holm
     assert (few_draws["status"] == "underpowered").all()
     # self p: (x, L0) and (y, L0) are two tests, however many rows repeat them -> Holm {0.04, 0.04}
     assert table["self_p_holm"].to_numpy() == pytest.approx([0.04, 0.04, 0.04, 0.04])
+
+
+# ---------------------------------------------------------------- concept latents, shared nulls, significance
+
+
+def test_concept_latents_are_the_labelled_latents_of_each_concept(tmp_path):
+    from featsim.steering_transfer import concept_latents
+
+    table = pd.DataFrame({"latent": [5, 2, 9, 7, 3, 1],
+                          "concept": ["animal", "animal", None, "color", "animal", None],
+                          "status": ["labelled", "labelled", "no_match", "labelled", "labelled", "tie"]})
+    table.loc[4, "status"] = "too_few_keywords"  # a candidate concept without a label does not count
+    table.loc[4, "concept"] = None
+    table.to_parquet(tmp_path / "L0.parquet")
+    latents = concept_latents(tmp_path / "L0.parquet", ["animal", "color", "food"])
+    assert latents["animal"].tolist() == [2, 5] and latents["color"].tolist() == [7]
+    assert latents["food"].size == 0
+
+
+def test_agreement_with_several_references_matches_numpy():
+    model = tiny_model()
+    tokens = prompts()
+    steerer = Steerer(model, "blocks.0.hook_resid_post", tokens)
+    vectors = np.random.default_rng(13).standard_normal((3, 16))
+    references = np.random.default_rng(14).standard_normal((4, 5, 23))
+    effects = steerer.effects(vectors, 2.0, reference=references, keep_signatures=True)
+    assert effects.agreement.shape == (3, 4)
+    for i in range(3):
+        for r in range(4):
+            expected = np.mean([np.corrcoef(effects.signatures[i, p], references[r, p])[0, 1] for p in range(5)])
+            assert effects.agreement[i, r] == pytest.approx(expected, abs=1e-5)
+
+
+def test_shared_pairing_null_gives_each_concept_the_null_of_its_own_reference():
+    from featsim.steering_stage import _Layer, _SharedPairingNull
+
+    model = tiny_model(seed=5)
+    steerer = Steerer(model, "blocks.0.hook_resid_post", prompts(n=4, length=6))
+    rng = np.random.default_rng(15)
+    cell = TransferCell(np.eye(16), rng.standard_normal((30, 16)), np.arange(30), np.arange(30))
+    references = steerer.effects(random_directions(3, 16, rng), 2.0, keep_signatures=True).signatures
+    whitener = Whitener(steerer.effects(random_directions(20, 16, rng), 2.0, keep_signatures=True).signatures)
+    shared = _SharedPairingNull(cell, _Layer(steerer, "blocks.0.hook_resid_post"), 2.0, references,
+                                SteeringConfig(null_draws=25), (0, 0), responses=False,
+                                whitening=(whitener, whitener))
+    null = shared(3)
+    assert shared(3) is null  # one batch per partner count
+    # oracle: the same seeded draws steered again, each compared with one reference alone
+    from featsim.steering_stage import _seed
+
+    vectors = cell.pairing_null(3, 25, np.random.default_rng(_seed(0, "pairing-null", 0, 0, 3)))
+    for row in range(3):
+        alone = steerer.effects(vectors, 2.0, reference=references[row], whitening=(whitener, whitener))
+        np.testing.assert_allclose(null.agreement[:, row], alone.agreement, atol=1e-6)
+        np.testing.assert_allclose(null.specific_agreement[:, row], alone.specific_agreement, atol=1e-6)
+    assert not np.allclose(shared(2).agreement, null.agreement[:, :])  # another size, other draws
+
+
+def test_holm_floor_uses_the_configured_alpha():
+    from featsim.steering_stage import summary_table
+
+    rows = [{"concept": c, "layer_a": 0, "layer_b": 0, "method": "pairing", "alpha": 0.5, "self_p": 0.01,
+             "transfer_p": 0.01, "status": "tested"} for c in ("x", "y", "z")]
+    # floor 3 / 41 = 0.073: underpowered at 0.05, testable at 0.1
+    assert (summary_table(rows, null_draws=40, alpha=0.05)["status"] == "underpowered").all()
+    assert (summary_table(rows, null_draws=40, alpha=0.1)["status"] == "tested").all()
+
+
+# ---------------------------------------------------------------- downstream feature effects
+
+from featsim.steering_downstream import (LaterLayers, downstream_effect, paired_overlap,  # noqa: E402
+                                         top_responders)
+
+
+def linear_encoder(weights: torch.Tensor):
+    """An SAE-like encoder with known arithmetic: ReLU(x W)."""
+    return lambda x: torch.relu(x @ weights)
+
+
+def manual_responses(model, tokens, hook: str, later: str, vector, alpha: float, mask, weights) -> np.ndarray:
+    """Oracle: full forward passes with and without alpha * v added at `hook` (a plain hook, no cache),
+    `later` captured at the last position and encoded; mean over prompts of |delta code|."""
+    tokens = torch.as_tensor(tokens)
+    mask = torch.as_tensor(mask)
+    seen = {}
+
+    def add(act, hook):
+        act = act.clone()
+        act[:, mask] += alpha * torch.as_tensor(vector, dtype=act.dtype)
+        return act
+
+    def keep(name):
+        return lambda act, hook: seen.__setitem__(name, act[:, -1].clone())
+
+    with torch.no_grad():
+        with model.hooks(fwd_hooks=[(later, keep("clean"))]):
+            model(tokens)
+        with model.hooks(fwd_hooks=[(hook, add), (later, keep("steered"))]):
+            model(tokens)
+    encode = linear_encoder(weights)
+    return (encode(seen["steered"]) - encode(seen["clean"])).abs().mean(dim=0).numpy()
+
+
+@pytest.mark.parametrize("positions,fast", [("last", True), ("last", False), (3, False)])
+def test_readout_responses_match_a_manual_forward(positions, fast):
+    model = tiny_model()
+    tokens = prompts()
+    weights = torch.as_tensor(np.random.default_rng(16).standard_normal((16, 40)), dtype=torch.float32)
+    later = "blocks.1.hook_resid_post"
+    steerer = Steerer(model, "blocks.0.hook_resid_post", tokens, positions=positions, fast=fast,
+                      readouts={later: linear_encoder(weights)})
+    assert steerer._fast == fast
+    vectors = np.random.default_rng(17).standard_normal((3, 16)).astype(np.float32)
+    effects = steerer.effects(vectors, 2.5, responses=True)
+    mask = steered_positions(tokens.shape[1], positions)
+    for i, vector in enumerate(vectors):
+        expected = manual_responses(model, tokens, "blocks.0.hook_resid_post", later, vector, 2.5, mask, weights)
+        np.testing.assert_allclose(effects.responses[later][i], expected, atol=5e-5)
+    zero = steerer.effects(np.zeros((1, 16)), 2.5, responses=True)
+    assert np.all(zero.responses[later] == 0)
+
+
+def test_readout_hooks_must_come_after_the_steered_block():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="blocks.0.hook_resid_post"):
+        Steerer(model, "blocks.1.hook_resid_pre", prompts(), readouts={"blocks.0.hook_resid_post": lambda x: x})
+    with pytest.raises(ValueError, match="readout"):
+        Steerer(model, "blocks.0.hook_resid_post", prompts()).effects(np.zeros((1, 16)), 1.0, responses=True)
+
+
+def test_top_responders_brute_force_with_ties_and_silent_latents():
+    response = np.array([0.0, 0.5, 0.2, 0.5, 0.0, 0.9, 0.2])
+    assert top_responders(response, 3).tolist() == [5, 1, 3]  # tie 0.5: lower id first
+    assert top_responders(response, 10).tolist() == [5, 1, 3, 2, 6]  # latents that did not move never respond
+    rng = np.random.default_rng(18)
+    for _ in range(20):
+        values = rng.integers(0, 4, 12).astype(float)
+        expected = sorted((i for i in range(12) if values[i] > 0), key=lambda i: (-values[i], i))[:5]
+        assert top_responders(values, 5).tolist() == expected
+
+
+def test_paired_overlap_counts_pairs_joining_both_responder_sets():
+    pairs_a, pairs_b = np.array([0, 1, 2, 3, 4]), np.array([10, 11, 12, 13, 14])
+    rng = np.random.default_rng(19)
+    for _ in range(20):
+        ra, rb = rng.choice(6, 3, replace=False), rng.choice(np.arange(9, 16), 3, replace=False)
+        expected = sum(1 for a, b in zip(pairs_a, pairs_b) if a in ra and b in rb)
+        assert paired_overlap(ra, rb, pairs_a, pairs_b) == expected
+
+
+def later_cell(pairs_a, pairs_b, d_a: int, d_b: int) -> LaterLayers:
+    return LaterLayers(1, 1, "blocks.1.hook_resid_post", "blocks.1.hook_resid_post", np.asarray(pairs_a),
+                       np.asarray(pairs_b), pd.Series({0: "animal"}, dtype=object),
+                       pd.Series({int(pairs_b[0]): "animal"}, dtype=object))
+
+
+def test_downstream_overlap_detects_planted_paired_responders_and_labels_them():
+    rng = np.random.default_rng(20)
+    d, n, m = 60, 5, 99
+    pairs_a = rng.permutation(d)[:40]
+    pairs_b = rng.permutation(d)[:40]
+    later = later_cell(pairs_a, pairs_b, d, d)
+    response_a, response_b = np.zeros(d), np.zeros(d)
+    response_a[pairs_a[:n]] = np.arange(n, 0, -1)  # A's responders are the A sides of 5 pairs ...
+    response_b[pairs_b[:n]] = np.arange(n, 0, -1)  # ... and B's the B sides of the same pairs
+    null = rng.random((m, d))  # null transfers move unrelated latents
+    result = downstream_effect(later, response_a, response_b, null, n)
+    assert result["overlap"] == n
+    brute = [sum(1 for a, b in zip(pairs_a, pairs_b) if a in pairs_a[:n] and b in np.argsort(-row)[:n])
+             for row in null]
+    assert result["overlap_p"] == pytest.approx((np.sum(np.array(brute) >= n) + 1) / (m + 1))
+    assert result["top_a"][0] == {"latent": int(pairs_a[0]), "mean_abs_delta": float(n),
+                                  "concept": "animal" if pairs_a[0] == 0 else None, "paired_with": int(pairs_b[0])}
+    assert result["top_b"][0]["concept"] == "animal" and result["top_b"][0]["paired_with"] == int(pairs_a[0])
+
+
+def test_downstream_overlap_p_values_are_valid_when_b_responds_like_the_null():
+    """Observed B responses drawn like the null draws: P(p <= k/(m+1)) <= k/(m+1) (ties make it conservative)."""
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(21)
+    d, n, m, n_tests = 50, 6, 19, 300
+    pairs = rng.permutation(d)[:30], rng.permutation(d)[:30]
+    later = later_cell(*pairs, d, d)
+    p = []
+    for _ in range(n_tests):
+        draws = rng.random((m + 1, d)) ** 3
+        p.append(downstream_effect(later, rng.random(d), draws[0], draws[1:], n)["overlap_p"])
+    p = np.array(p)
+    for k in (2, 5, 10):
+        hits = int(np.sum(p <= k / (m + 1)))
+        assert hits <= n_tests * k / (m + 1) or binomtest(hits, n_tests, k / (m + 1)).pvalue > 0.001
+
+
+def test_downstream_table_holm_per_method_and_floor():
+    from featsim.steering_stage import downstream_table
+
+    def row(concept, method, p):
+        return {"concept": concept, "layer_a": 0, "layer_b": 0, "method": method, "alpha": 0.5, "later_layer_a": 1,
+                "later_layer_b": 1, "n_responders": 10, "overlap": 2, "overlap_p": p, "status": "tested"}
+
+    table = downstream_table([row("x", "pairing", 0.01), row("y", "pairing", 0.02), row("x", "procrustes", 0.3)],
+                             null_draws=199).set_index(["concept", "method"])
+    assert table.loc[("x", "pairing"), "overlap_p_holm"] == pytest.approx(0.02)
+    assert table.loc[("y", "pairing"), "overlap_p_holm"] == pytest.approx(0.02)
+    assert table.loc[("x", "procrustes"), "overlap_p_holm"] == pytest.approx(0.3)
+    assert table.loc[("x", "pairing"), "overlap_p_holm_min"] == pytest.approx(2 / 200)
+    assert (table["status"] == "tested").all()
+    assert downstream_table([], null_draws=10).empty
+
+
+def test_cells_after_are_strictly_later_on_both_sides():
+    from featsim.steering_stage import LaterCell, cells_after
+
+    later = [LaterCell(la, lb, "", "", "", "", "") for la, lb in [(0, 1), (1, 1), (2, 0), (2, 3)]]
+    assert [(c.layer_a, c.layer_b) for c in cells_after(0, 0, later)] == [(1, 1), (2, 3)]
+    assert cells_after(2, 3, later) == ()
+
+
+def test_downstream_figure_draws_cells_and_says_when_there_is_none():
+    from featsim.steering_figures import downstream_figure
+    from featsim.steering_stage import downstream_table
+
+    empty = downstream_figure(downstream_table([], null_draws=10), "main")
+    assert "no later cell" in empty.axes[0].get_title()
+    rows = [{"concept": c, "layer_a": 0, "layer_b": 0, "method": m, "alpha": 0.5, "later_layer_a": 1,
+             "later_layer_b": 1, "n_responders": 10, "overlap": 2, "overlap_null_mean": 0.3, "overlap_null_q95": 1.0,
+             "overlap_p": 0.01, "status": "tested", "top_a": "", "top_b": ""}
+            for c in ("animal", "color") for m in ("pairing", "procrustes")]
+    figure = downstream_figure(downstream_table(rows, null_draws=99), "main")
+    assert "A L1 / B L1" in figure.axes[0].get_title()
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["animal", "color"]

@@ -1,10 +1,5 @@
 """Zarr stores: round trips, streaming reads, atomic writes, refusal of incomplete/foreign stores."""
 
-import os
-import signal
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -70,19 +65,10 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_killed_writer_leaves_no_complete_looking_store(tmp_path):
+def test_killed_writer_leaves_no_complete_looking_store(tmp_path, killed_codes_writer):
     """A process killed mid-write leaves only a .tmp- path, which readers and inspect call incomplete."""
     target = tmp_path / "codes.zarr"
-    script = (
-        "import numpy as np, time, sys\n"
-        "from featsim.stores import CodesWriter\n"
-        f"with CodesWriter({str(target)!r}, 8) as w:\n"
-        "    w.append(np.eye(8)); print('started', flush=True); time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "started"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_codes_writer(target)
     assert not target.exists()
     leftovers = list(tmp_path.iterdir())
     assert len(leftovers) == 1 and ".tmp-" in leftovers[0].name

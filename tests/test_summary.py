@@ -9,21 +9,17 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 from synthetic_results import write_pairs, write_scores, write_semantic
 
+from featsim.layout import DIAGNOSTICS, NULL, PROVENANCE, sibling
 from featsim.provenance import config_hash
 from featsim.summary import (
     SCORE_COLUMNS,
     comparison_overview,
-    diagnostics_path,
     many_to_one_histogram,
-    null_path,
-    parse_cell,
-    provenance_path,
     read_pair_diagnostics,
     read_score,
     read_summary,
     significance_marks,
-    summarize_scores,
-    summarize_semantic,
+    summarize,
     summary_html,
     write_summary,
 )
@@ -38,19 +34,19 @@ def results(tmp_path):
     scores = write_scores(tmp_path, "main", "one_to_one", METRICS, LAYERS_A, LAYERS_B,
                           not_scored={("svcca", 1, 2)})
     pairs, correlations = write_pairs(tmp_path, "main", "one_to_one", LAYERS_A, LAYERS_B)
-    diagnostics = [diagnostics_path(p) for p in pairs]
+    diagnostics = [sibling(p, DIAGNOSTICS) for p in pairs]
     return scores, diagnostics, correlations
 
 
 def test_one_row_per_layer_pair_and_metric_with_values_carried(results):
     scores, diagnostics, _ = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     assert len(table) == len(METRICS) * len(LAYERS_A) * len(LAYERS_B)
     assert list(table.columns[: len(SCORE_COLUMNS)]) == SCORE_COLUMNS
     assert not table.duplicated(["metric", "layer_a", "layer_b"]).any()
     for path in scores:
         record = json.loads(path.read_text())
-        la, lb = parse_cell(path)
+        la, lb = record["provenance"]["layer_a"], record["provenance"]["layer_b"]
         row = table[(table["metric"] == record["metric"]) & (table["layer_a"] == la) & (table["layer_b"] == lb)].iloc[0]
         assert row["status"] == record["status"]
         assert row["n_pairs"] == record["n_pairs"] and row["n_permutations"] == record["n_permutations"]
@@ -66,7 +62,7 @@ def test_one_row_per_layer_pair_and_metric_with_values_carried(results):
 
 def test_not_scored_cell_is_carried_with_reason_and_no_adjusted_p(results):
     scores, diagnostics, _ = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     row = table[(table["metric"] == "svcca") & (table["cell"] == "A1_B2")].iloc[0]
     assert row["status"] == "not_scored" and row["reason"] == "fewer than 3 pairs"
     assert np.isnan(row["p_value"]) and np.isnan(row["p_holm"]) and np.isnan(row["p_bh"])
@@ -78,7 +74,7 @@ def test_not_scored_cell_is_carried_with_reason_and_no_adjusted_p(results):
 @pytest.mark.parametrize("correction", ["holm", "bh"])
 def test_adjusted_p_match_statsmodels_per_metric_family(results, correction):
     scores, diagnostics, _ = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", correction)
+    table = summarize(scores, diagnostics, "main", "one_to_one", correction)
     for metric in METRICS:
         scored = table[(table["metric"] == metric) & (table["status"] == "scored")]
         _, holm, _, _ = multipletests(scored["p_value"].to_numpy(), method="holm")
@@ -96,7 +92,7 @@ def test_adjusted_p_match_statsmodels_per_metric_family(results, correction):
 
 def test_p_floor_kept_and_below_floor_rejected(results, tmp_path):
     scores, diagnostics, _ = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     scored = table[table["status"] == "scored"]
     assert (scored["p_min"] == 1 / (199 + 1)).all()
     assert (scored["p_value"] >= scored["p_min"]).all()
@@ -111,7 +107,7 @@ def test_p_floor_kept_and_below_floor_rejected(results, tmp_path):
 
 def test_pair_diagnostics_joined_from_pairing_output(results):
     scores, diagnostics, correlations = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     for (la, lb), corr in correlations.items():
         live = corr.best_a_for_b >= 0
         expected_before = corr.best_corr_for_b[live].mean()
@@ -129,7 +125,7 @@ def test_semantic_rows_adjusted_over_concept_by_layer_grid(tmp_path):
     concepts = ["animal", "color", "month"]
     paths = write_semantic(tmp_path, "main", "one_to_one", concepts, METRICS, LAYERS_A, LAYERS_B,
                            not_scored={("color", "rsa", 0, 1)})
-    table = summarize_semantic(paths, "main", "one_to_one", "bh")
+    table = summarize(paths, [], "main", "one_to_one", "bh", scope="concept")
     assert len(table) == len(concepts) * len(METRICS) * len(LAYERS_A) * len(LAYERS_B)
     assert not table.duplicated(["metric", "concept", "layer_a", "layer_b"]).any()
     for metric in METRICS:
@@ -147,13 +143,13 @@ def test_semantic_rows_adjusted_over_concept_by_layer_grid(tmp_path):
     assert skipped["keywords"] == "" and np.isnan(skipped["n_pairs_sharing_keyword"])
     assert (table["n_latents_a"] == 7).all()
     with pytest.raises(ValueError, match="concept"):
-        summarize_semantic(write_scores(tmp_path / "x", "main", "one_to_one", ["svcca"], [0], [0]),
-                           "main", "one_to_one", "holm")
+        summarize(write_scores(tmp_path / "x", "main", "one_to_one", ["svcca"], [0], [0]), [],
+                  "main", "one_to_one", "holm", scope="concept")
 
 
 def test_write_summary_round_trip_with_provenance_beside(results, tmp_path):
     scores, diagnostics, _ = results
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     out = tmp_path / "summary" / "main" / "one_to_one.csv"
     write_summary(out, table, {"correction": "holm"}, experiment="toy", comparison="main", pairing="one_to_one")
     assert sorted(p.name for p in out.parent.iterdir()) == ["one_to_one.csv", "one_to_one.provenance.json"]
@@ -161,7 +157,7 @@ def test_write_summary_round_trip_with_provenance_beside(results, tmp_path):
     pd.testing.assert_frame_equal(back[["observed", "p_holm", "p_bh"]], table[["observed", "p_holm", "p_bh"]])
     assert back.loc[back["status"] == "not_scored", "reason"].iloc[0] == "fewer than 3 pairs"
     assert (back.loc[back["metric"] == "rsa", "flags"] == "").all()
-    provenance = json.loads(provenance_path(out).read_text())
+    provenance = json.loads(sibling(out, PROVENANCE).read_text())
     assert provenance["config_hash"] == config_hash({"correction": "holm"})
     assert provenance["comparison"] == "main" and provenance["n_rows"] == len(table)
     assert provenance["upstream_config_hashes"] == ["abc123"]
@@ -171,9 +167,9 @@ def test_write_summary_round_trip_with_provenance_beside(results, tmp_path):
 
 def test_overview_counts_significant_cells_per_comparison(results, tmp_path):
     scores, diagnostics, _ = results
-    main = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
-    semantic = summarize_semantic(write_semantic(tmp_path, "main", "one_to_one", ["animal"], METRICS, [0], [0]),
-                                  "main", "one_to_one", "holm")
+    main = summarize(scores, diagnostics, "main", "one_to_one", "holm")
+    semantic = summarize(write_semantic(tmp_path, "main", "one_to_one", ["animal"], METRICS, [0], [0]), [],
+                         "main", "one_to_one", "holm", scope="concept")
     overview = comparison_overview({"main": main}, {"main": semantic})
     assert set(overview["scope"]) == {"whole space", "concepts"}
     row = overview[(overview["scope"] == "whole space") & (overview["metric"] == "svcca")].iloc[0]
@@ -186,12 +182,10 @@ def test_overview_counts_significant_cells_per_comparison(results, tmp_path):
 def test_marks_html_and_paths(results):
     scores, diagnostics, _ = results
     assert [significance_marks(p) for p in (0.0005, 0.005, 0.03, 0.2, float("nan"))] == ["***", "**", "*", "", ""]
-    table = summarize_scores(scores, diagnostics, "main", "one_to_one", "holm")
+    table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     page = summary_html(table, "main / one_to_one")
     assert page.count("<tr") == len(table) + 1 and "holm" in page
-    assert null_path(scores[0]).name == "A0_B0.null.npy" and null_path(scores[0]).exists()
-    with pytest.raises(ValueError, match="A<layer_a>_B<layer_b>"):
-        parse_cell("scores/x.json")
+    assert sibling(scores[0], NULL).name == "A0_B0.null.npy" and sibling(scores[0], NULL).exists()
 
 
 def test_records_written_by_featsim_scoring_summarise(tmp_path):
@@ -206,16 +200,17 @@ def test_records_written_by_featsim_scoring_summarise(tmp_path):
         record, null = score_pairs_with_null(decoder_a, decoder_b, a, b, "svcca", 99, seed=la * 10 + lb,
                                              device="cpu", threads=1)
         path = tmp_path / "svcca" / f"A{la}_B{lb}.json"
-        write_score(path, null_path(path), record, null, {"config_hash": "h"})
+        write_score(path, sibling(path, NULL), record, null,
+                    {"config_hash": "h", "metric": "svcca", "layer_a": la, "layer_b": lb})
         paths.append(path)
-    table = summarize_scores(paths, [], "main", "one_to_one", "holm")
+    table = summarize(paths, [], "main", "one_to_one", "holm")
     scored, skipped = table.iloc[0], table.iloc[1]
     record = json.loads(paths[0].read_text())
     assert scored["status"] == "scored" and scored["p_value"] == pytest.approx(record["p_value"])
     assert scored["k_a"] == record["k_a"] and scored["p_min"] == pytest.approx(1 / 100)
     assert scored["p_holm"] == pytest.approx(record["p_value"])  # a family of one
     assert skipped["status"] == "not_scored" and "pairs" in skipped["reason"] and np.isnan(skipped["p_holm"])
-    assert len(np.load(null_path(paths[0]))) == 99
+    assert len(np.load(sibling(paths[0], NULL))) == 99
 
 
 def _write_cell(root, layer_a, n_pairs, m, p_value, metric="cka", status="scored"):
@@ -224,7 +219,8 @@ def _write_cell(root, layer_a, n_pairs, m, p_value, metric="cka", status="scored
 
     record = {"status": status, "reason": "", "metric": metric, "observed": 0.9, "null_mean": 0.5, "null_std": 0.1,
               "p_value": p_value, "z": 4.0, "n_pairs": n_pairs, "n_permutations": m, "seed": 0, "flags": [],
-              "p_min": max(1 / (m + 1), 1 / math.factorial(n_pairs))}
+              "p_min": max(1 / (m + 1), 1 / math.factorial(n_pairs)),
+              "provenance": {"metric": metric, "layer_a": layer_a, "layer_b": 0}}
     path = root / metric / f"A{layer_a}_B0.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -235,7 +231,7 @@ def test_smallest_attainable_holm_p_by_hand_and_underpowered_cells_are_never_sig
     # n = 3 (exact null, m = 3! - 1 = 5), n = 4 (m = 23), three cells of 50 pairs with m = 1000; every p at its floor
     cells = [(3, 5, 1 / 6), (4, 23, 1 / 24), (50, 1000, 1 / 1001), (50, 1000, 1 / 1001), (50, 1000, 1 / 1001)]
     paths = [_write_cell(tmp_path, i, n, m, p) for i, (n, m, p) in enumerate(cells)]
-    table = summarize_scores(paths, [], "main", "one_to_one", "holm").sort_values("layer_a")
+    table = summarize(paths, [], "main", "one_to_one", "holm").sort_values("layer_a")
     # by hand: floors sorted 1/1001 (x3), 1/24, 1/6; Holm multiplies by 5, 4, 3, 2, 1 and keeps the running max
     by_hand = [max(5 / 1001, 2 / 24, 1 / 6), max(5 / 1001, 2 / 24), 5 / 1001, 5 / 1001, 5 / 1001]
     np.testing.assert_allclose(table["p_min_adjusted"], by_hand, rtol=1e-12)
@@ -246,10 +242,10 @@ def test_smallest_attainable_holm_p_by_hand_and_underpowered_cells_are_never_sig
     assert (table["family_size"] == 5).all()
     # the issue's numbers: 32 cells with m = 1000 reach at best 32/1001 = 0.032, underpowered at alpha = 0.01
     many = [_write_cell(tmp_path / "many", i, 50, 1000, 0.5) for i in range(32)]
-    grid = summarize_scores(many, [], "main", "one_to_one", "holm", alpha=0.01)
+    grid = summarize(many, [], "main", "one_to_one", "holm", alpha=0.01)
     np.testing.assert_allclose(grid["p_min_adjusted"], 32 / 1001)
     assert (grid["status"] == "underpowered").all() and not grid["significant"].any()
-    assert (summarize_scores(many, [], "main", "one_to_one", "holm")["status"] == "scored").all()
+    assert (summarize(many, [], "main", "one_to_one", "holm")["status"] == "scored").all()
 
 
 @pytest.mark.parametrize("method, oracle", [("holm", "holm"), ("bh", "fdr_bh")])
@@ -269,8 +265,9 @@ def test_overview_and_html_show_underpowered_and_not_scored_apart(tmp_path):
     paths = [_write_cell(tmp_path, 0, 3, 5, 1 / 6), _write_cell(tmp_path, 1, 60, 1000, 1 / 1001)]
     skipped = tmp_path / "cka" / "A2_B0.json"
     skipped.write_text(json.dumps({"status": "not_scored", "reason": "mutual_knn with k=10 needs more than k+1 = 11 "
-                                   "pairs, got 5", "metric": "cka", "n_pairs": 5, "n_permutations": 1000}))
-    table = summarize_scores(paths + [skipped], [], "main", "one_to_one", "holm")
+                                   "pairs, got 5", "metric": "cka", "n_pairs": 5, "n_permutations": 1000,
+                                   "provenance": {"metric": "cka", "layer_a": 2, "layer_b": 0}}))
+    table = summarize(paths + [skipped], [], "main", "one_to_one", "holm")
     row = comparison_overview({"main": table}).iloc[0]
     assert (row["n_cells"], row["n_scored"], row["n_underpowered"], row["n_not_scored"]) == (3, 1, 1, 1)
     assert row["n_significant"] == 1 and "needs more than k+N = N pairs, got N (1)" in row["not_scored_reasons"]

@@ -211,3 +211,70 @@ def test_toy_tokens_are_laid_out_like_the_toy_training_rows(tmp_path):
     training_layout = sequences.story_rows(tok, exp_dir / "toy" / "corpus" / "heldout.txt", 64, max_rows=10)
     np.testing.assert_array_equal(store.tokens, training_layout)
     assert not store.mask[:, 0].any() and store.mask[store.tokens != tok.bos_token_id].all()
+
+
+# ---------------------------------------------------------------- character spans and further stores (issue 15)
+
+
+@pytest.mark.parametrize("packing", ["concat", "truncate"])
+def test_spans_leave_rows_mask_and_attrs_unchanged(tmp_path, packing):
+    """Same-tokenizer experiments stay bit-identical: asking for spans adds arrays, changes nothing else."""
+    docs = documents(60)
+    plain = build_token_set(config(packing=packing), tokenizer(), "t", tmp_path, documents=docs)
+    with_spans = build_token_set(config(packing=packing), tokenizer(), "t", tmp_path, documents=docs, spans=True)
+    np.testing.assert_array_equal(plain.tokens, with_spans.tokens)
+    np.testing.assert_array_equal(plain.mask, with_spans.mask)
+    assert plain.attrs == with_spans.attrs and plain.spans is None
+    tok = tokenizer()
+    for p in zip(*np.nonzero(with_spans.spans["doc"] >= 0)):  # each token's span is its text in its document
+        doc, start, end = (int(with_spans.spans[name][p]) for name in ("doc", "char_start", "char_end"))
+        assert docs[doc][start:end] == tok.convert_ids_to_tokens(int(with_spans.tokens[p]))
+        assert with_spans.spans["word_end"][p]  # word-level: every token ends a word
+    assert (with_spans.spans["doc"][~with_spans.mask] == -1).all()  # BOS, separators, padding: no document
+
+
+def test_word_ends():
+    from featsim.tokens import ends_word
+
+    text = "the grandmother, sat"
+    assert [end for end in range(len(text) + 1) if ends_word(text, end)] == [3, 15, 16, 20]
+
+
+def test_further_store_tokenizes_the_documents_of_the_experiment_store(tmp_path):
+    from tokenizers.pre_tokenizers import Sequence, Split, WhitespaceSplit
+
+    from featsim.stores import open_tokens
+    from featsim.tokens import make_further_tokens
+
+    exp_dir = tmp_path / "results" / "toy"
+    corpus = exp_dir / "toy" / "corpus"
+    tokenizer().save_pretrained(str(corpus / "tokenizer"))
+    docs = documents(50)
+    (corpus / "heldout.txt").write_text("\n".join(docs) + "\n")
+    data = {"source": "toy", "n_tokens": 64, "context_length": 8}
+    make_tokens(exp_dir / "tokens.zarr", data, {"A": {"lm": {"source": "toy"}}}, {}, exp_dir, {"config_hash": "x"},
+                spans=True)
+    used = int(open_tokens(exp_dir / "tokens.zarr").read_spans()["doc"].max()) + 1
+    chars = tokenizer(words=sorted({c for w in WORDS for c in w}))  # another tokenizer: one token per character
+    chars.backend_tokenizer.pre_tokenizer = Sequence([WhitespaceSplit(), Split("", "isolated")])
+    chars.save_pretrained(str(tmp_path / "chars"))
+    make_further_tokens(exp_dir / "tokens" / "D.zarr", data, {"source": "local", "path": str(tmp_path / "chars")},
+                        "D", {}, exp_dir, exp_dir / "tokens.zarr", {"config_hash": "y"})
+    further = open_tokens(exp_dir / "tokens" / "D.zarr")
+    spans = further.read_spans()
+    assert int(spans["doc"].max()) + 1 == used and further.attrs["store_of"] == "D"
+    rebuilt = ["".join(docs[i][s:e] for s, e, d in zip(spans["char_start"], spans["char_end"], spans["doc"]) if d == i)
+               for i in range(used)]
+    assert rebuilt == [docs[i].replace(" ", "") for i in range(used)]  # every character of the same documents
+    assert further.mask[:].sum() == sum(len(rebuilt[i]) for i in range(used))  # all of them unmasked
+
+
+def test_different_tokenizers_stop_naming_the_comparison(tmp_path):
+    same, other = tmp_path / "same", tmp_path / "other"
+    tokenizer().save_pretrained(str(same))
+    tokenizer(words=WORDS[::-1]).save_pretrained(str(other))
+    models = {"A": {"lm": {"source": "local", "path": str(same)}},
+              "B": {"lm": {"source": "local", "path": str(other)}}}
+    with pytest.raises(ConfigError) as err:
+        check_shared_tokenizer(tokenizer(), "ref", models, tmp_path, comparisons={"main": {"a": "A", "b": "B"}})
+    assert err.value.key == "comparisons.main" and "align" in str(err.value)

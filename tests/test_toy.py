@@ -119,13 +119,13 @@ def test_configs_reject_unknown_keys_naming_them():
     from featsim.toy.sae import ToySAEConfig
 
     with pytest.raises(ConfigError, match="lm.toy.dmodel"):
-        ToyLMConfig.from_dict({"dmodel": 64})
+        ToyLMConfig.from_config({"dmodel": 64})
     with pytest.raises(ConfigError, match=r"models\.B\.lm\.toy\.d_model.*multiple of d_head"):
-        ToyLMConfig.from_dict({"d_model": 40, "d_head": 16}, key="models.B.lm.toy")
+        ToyLMConfig.from_config({"d_model": 40, "d_head": 16}, key="models.B.lm.toy")
     with pytest.raises(ConfigError, match="sae.toy.k"):
         ToySAEConfig(d_sae=8, k=9)
     with pytest.raises(ConfigError, match="data.toy.stories"):
-        ToyCorpusConfig.from_dict({"stories": 3})
+        ToyCorpusConfig.from_config({"stories": 3})
 
 
 TINY_LM = dict(d_model=32, n_layers=1, d_head=16, seed=4, n_ctx=32, epochs=1.0, batch_size=8, lr=1e-2, eval_rows=32)
@@ -216,3 +216,47 @@ def test_committed_concept_files_match_the_generator():
         spec = yaml.safe_load((directory / f"{category}.yaml").read_text())
         assert spec["keywords"] == list(CATEGORIES[category]) and spec["case"] == "insensitive"
         assert spec["name"] == category and spec["source"] == "toy corpus generator"
+
+
+# ---------------------------------------------------------------- a toy LM with its own (BPE) tokenizer (issue 15)
+
+
+def test_bpe_tokenizer_splits_words_into_pieces_with_character_offsets(corpus_dir):
+    from featsim.toy.tokenizer import build_bpe_tokenizer, is_word_level, load_word_tokenizer
+
+    stories = read_stories(corpus_dir / "train.txt")
+    bpe = build_bpe_tokenizer(stories, 64)
+    assert not is_word_level(bpe) and is_word_level(load_word_tokenizer(corpus_dir / "tokenizer"))
+    assert [bpe.convert_tokens_to_ids(t) for t in ("<pad>", "<unk>", "<bos>", "<eos>")] == [0, 1, 2, 3]
+    assert build_bpe_tokenizer(stories, 64).get_vocab() == bpe.get_vocab()  # deterministic
+    story = stories[0]
+    encoded = bpe(story, add_special_tokens=False, return_offsets_mapping=True)
+    assert bpe.decode(encoded["input_ids"]) == story
+    assert len(encoded["input_ids"]) > 1.5 * len(story.split())  # most words are several tokens
+    word_ends = {i + len(w) for i, w in ((story.index(w, sum(len(x) + 1 for x in story.split()[:k])), w)
+                                         for k, w in enumerate(story.split()))}
+    assert word_ends <= {end for _, end in encoded["offset_mapping"]}  # every word end is a token end
+
+
+def test_bpe_story_rows_pack_the_tokenizer_output(corpus_dir, tmp_path):
+    from featsim.toy.tokenizer import build_bpe_tokenizer
+
+    bpe = build_bpe_tokenizer(read_stories(corpus_dir / "train.txt"), 64)
+    stories = read_stories(corpus_dir / "heldout.txt")
+    ids = [bpe(s, add_special_tokens=False)["input_ids"] for s in stories]
+    expected = pack_rows(ids, 32, bpe.bos_token_id)
+    np.testing.assert_array_equal(story_rows(bpe, corpus_dir / "heldout.txt", 32), expected)
+    np.testing.assert_array_equal(story_rows(bpe, corpus_dir / "heldout.txt", 32, max_rows=3), expected[:3])
+    assert encode_stories(bpe, stories[:2]) == ids[:2]
+
+
+def test_bpe_lm_trains_and_keeps_its_tokenizer(corpus_dir, tmp_path):
+    from featsim.toy.lm import ToyLMConfig, load_toy_lm, train_toy_lm
+
+    metrics = train_toy_lm(ToyLMConfig(**{**TINY_LM, "epochs": 0.3, "tokenizer": "bpe", "bpe_vocab_size": 64}),
+                           corpus_dir, tmp_path / "lmD", threads=1)
+    assert metrics["tokenizer"] == "bpe" and metrics["vocab_size"] == 64
+    model = load_toy_lm(tmp_path / "lmD")
+    assert model.cfg.d_vocab == 64 and len(model.tokenizer) == 64 and model.tokenizer.bos_token == "<bos>"
+    with pytest.raises(ConfigError, match="lm.toy.tokenizer"):
+        ToyLMConfig.from_config({"tokenizer": "chars"})

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from featsim import layout
+
 REPO = Path(__file__).resolve().parents[1]
 E2E_CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 EXPERIMENT_CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
@@ -30,8 +32,10 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.Comp
 
 
 def rules_run(result: subprocess.CompletedProcess) -> set[str]:
-    """Names of the rules whose jobs a (dry) run executed or planned."""
-    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.MULTILINE))
+    """Names of the rules whose jobs a (dry) run executed or planned; a per-model toy SAE rule
+    (`toy_sae_<model>`) also counts as `toy_sae`."""
+    names = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.MULTILINE))
+    return names | {"toy_sae" for name in names if name.startswith("toy_sae_")}
 
 
 @pytest.mark.parametrize("configfile", [None, *EXPERIMENT_CONFIGS])
@@ -45,7 +49,11 @@ def test_configs_plan_offline(tmp_path, configfile):
         assert {"toy_corpus", "toy_lm", "toy_sae", "semantic_main", "concept_members", "concept_labels",
                 "concept_evidence", "shared_concepts"} <= planned
     else:  # an experiment file is the whole config: nothing of the toy default is merged in
-        assert not {"toy_corpus", "toy_lm", "toy_sae"} & planned
+        config = yaml.safe_load((REPO / "configs" / configfile).read_text())
+        toy = config["data"].get("source") == "toy"
+        assert bool({"toy_corpus", "toy_lm", "toy_sae"} & planned) == toy
+        if any(entry.get("align") for entry in config["comparisons"].values()):  # two tokenizers (issue 15)
+            assert {"tokens_further", "alignment"} <= planned
 
 
 def test_misspelt_key_stops_before_any_job(tmp_path):
@@ -301,3 +309,47 @@ def test_e2e_editing_a_concept_file_rebuilds_only_that_concept(e2e):
     assert not any(("/animal/" in path or path.endswith("/animal.parquet")) and not path.startswith("steering/")
                    for path in changed)
     assert not any(path.startswith(("codes/", "corr/", "pairs/", "scores/")) for path in changed)
+
+
+# ---------------------------------------------------------------- two tokenizers (issue 15)
+
+
+@pytest.fixture(scope="module")
+def cross_tokenizer(tmp_path_factory):
+    """configs/toy-cross-tokenizer.yaml without its same-tokenizer reference (B, `main`), to save time: word-level
+    A against BPE D on aligned word ends; only the targets the checks read (no concept subspaces, no figures)."""
+    workdir = tmp_path_factory.mktemp("cross_tokenizer")
+    config = yaml.safe_load((REPO / "configs" / "toy-cross-tokenizer.yaml").read_text())
+    del config["models"]["B"], config["comparisons"]["main"]
+    config["semantic"]["concepts"] = [str(REPO / "configs" / "concepts" / "toy" / "*.yaml")]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    ids = {"exp": config["experiment"], "cmp": "cross_tokenizer", "pairing": "one_to_one", "la": 1, "lb": 1}
+    targets = [layout.fill(layout.EVIDENCE_TABLE, table="concept_agreement", **ids), layout.fill(layout.SUMMARY, **ids),
+               layout.fill(layout.BROWSER, **ids)]
+    result = snakemake(workdir, *targets, "--configfile", str(workdir / "config.yaml"))
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir / "results" / config["experiment"]
+
+
+def test_cross_tokenizer_aligns_every_word_end_and_recovers_concepts(cross_tokenizer):
+    from featsim.alignment import open_alignment
+    from featsim.stores import open_codes, open_tokens
+
+    results = cross_tokenizer
+    pairs, attrs = open_alignment(results / "alignment" / "tokens" / "D" / "word.zarr")
+    assert attrs["word_end_share_a"] >= 0.9 and attrs["word_end_share_b"] >= 0.9  # Done-when: >= 90% of word ends
+    words, pieces = open_tokens(results / "tokens.zarr"), open_tokens(results / "tokens" / "D.zarr")
+    assert pieces.n_unmasked > 1.5 * words.n_unmasked  # D's BPE cuts most words into several tokens
+    assert open_codes(results / "codes" / "D" / "L1.zarr").n_tokens == pieces.n_unmasked  # codes at D's own positions
+    agreement = pd.read_csv(results / "summary" / "concept_agreement_one_to_one.csv")
+    overall = agreement[(agreement["comparison"] == "cross_tokenizer") & agreement["concept"].isna()]
+    assert len(overall) > 0 and (overall["status"] == "scored").all() and (overall["p_holm"] < 0.05).all()
+    scores = pd.read_csv(results / "summary" / "cross_tokenizer" / "one_to_one.csv")
+    assert scores["significant"].all()
+    labels_d = pd.read_parquet(results / "labels" / "D" / "L1.parquet")  # D's own tokens: word pieces ...
+    examples = [(token, word) for tokens, words in zip(labels_d["top_tokens"], labels_d["top_words"])
+                for token, word in zip(tokens, words)]
+    assert sum(token != word for token, word in examples) > len(examples) / 4
+    corpus_words = set((results / "toy" / "corpus" / "heldout.txt").read_text().split())
+    assert sum(word in corpus_words for _, word in examples) > 0.9 * len(examples)  # ... rebuilt into whole words
+    assert (results / "browser" / "cross_tokenizer" / "one_to_one" / "A1_B1.html").stat().st_size > 0

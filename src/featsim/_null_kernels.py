@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from featsim import metrics as m
+from featsim import null_moments
 
 # ---------------------------------------------------------------- array backends
 
@@ -149,6 +150,7 @@ class SubspaceKernel:
     row_terms_a: tuple[np.ndarray, np.ndarray] | None = None  # cka_unbiased: diag(K), K~ 1
     row_terms_b: tuple[np.ndarray, np.ndarray] | None = None
     hsic_norm: float = 1.0  # cka_unbiased: sqrt(HSIC_aa HSIC_bb)
+    moments: null_moments.Moments | None = None  # exact null mean and variance (cka, cka_unbiased)
     _buffers: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
@@ -254,14 +256,17 @@ def prepare_subspace(name: str, X: np.ndarray, Y: np.ndarray, options: dict, bac
                 SubspaceKernel(factors_a, factors_b, "sum_sv", chosen, backend,
                                denominator=m.procrustes_norm(scores_a, scores_b)))
     if name == "cka":
+        denominator = m.cka_denominator(scores_a, scores_b)
         return (m.cka_result(scores_a, scores_b),
-                SubspaceKernel(factors_a, factors_b, "cka", chosen, backend,
-                               denominator=m.cka_denominator(scores_a, scores_b)))
+                SubspaceKernel(factors_a, factors_b, "cka", chosen, backend, denominator=denominator,
+                               moments=null_moments.cka_moments(scores_a, scores_b, denominator)))
     if name == "cka_unbiased":
+        hsic_norm = float(np.sqrt(m.self_hsic(scores_a) * m.self_hsic(scores_b)))
         return (m.cka_unbiased_result(scores_a, scores_b),
                 SubspaceKernel(factors_a, factors_b, "cka_unbiased", chosen, backend,
                                row_terms_a=m.kernel_terms(scores_a), row_terms_b=m.kernel_terms(scores_b),
-                               hsic_norm=float(np.sqrt(m.self_hsic(scores_a) * m.self_hsic(scores_b)))))
+                               hsic_norm=hsic_norm,
+                               moments=null_moments.cka_unbiased_moments(scores_a, scores_b, hsic_norm)))
     raise ValueError(f"no subspace kernel for metric {name!r}")
 
 
@@ -292,6 +297,7 @@ class RankCrossKernel:
     backend: Backend
     precision: str = "float64"
     engine: str = "numba"
+    moments: null_moments.Moments | None = None  # exact null mean and variance (Mantel)
     _device_ranks: tuple | None = field(default=None, repr=False, compare=False)  # torch copies, made once
 
     @property
@@ -351,7 +357,11 @@ def _rank_engine(backend: Backend, n: int, n_permutations: int) -> str:
 def _scaled_ranks(ranks: m.Ranks) -> np.ndarray:
     """float32 rank matrix with unit mean square over i < j (values O(1): float32 keeps ~7 digits)."""
     n = ranks.matrix.shape[0]
-    return (ranks.matrix * (np.sqrt(n * (n - 1) / 2) / ranks.norm)).astype(np.float32)
+    scale = np.sqrt(n * (n - 1) / 2) / ranks.norm
+    scaled = np.empty(ranks.matrix.shape, dtype=np.float32)
+    for start in range(0, n, m.RANK_BLOCK):  # row blocks: no n x n float64 temporary (~0.8 GB at n = 10,000)
+        scaled[start:start + m.RANK_BLOCK] = (ranks.matrix[start:start + m.RANK_BLOCK] * scale).astype(np.float32)
+    return scaled
 
 
 def prepare_rank(X: np.ndarray, Y: np.ndarray, backend: Backend, precision: str,
@@ -362,11 +372,12 @@ def prepare_rank(X: np.ndarray, Y: np.ndarray, backend: Backend, precision: str,
     observed = m.rsa_result(ranks_a, ranks_b)
     n_upper = ranks_a.upper.size
     engine = _rank_engine(backend, X.shape[0], n_permutations)
+    moments = null_moments.rsa_moments(ranks_a.matrix, ranks_b.matrix, m.rank_norms(ranks_a, ranks_b))
     if _choose_precision(precision, n_upper, auto.max_gathered_pairs) == "float32":
         return observed, RankCrossKernel(_scaled_ranks(ranks_a), _scaled_ranks(ranks_b), float(n_upper), backend,
-                                         "float32", engine)
+                                         "float32", engine, moments)
     return observed, RankCrossKernel(ranks_a.matrix, ranks_b.matrix, m.rank_norms(ranks_a, ranks_b), backend,
-                                     engine=engine)
+                                     engine=engine, moments=moments)
 
 
 # ---------------------------------------------------------------- mutual kNN kernel
@@ -379,6 +390,7 @@ class NeighbourKernel:
     neighbours_a: Any  # [n, k] int64, an array of `backend`
     neighbours_b: Any  # [n, k] int64
     backend: Backend
+    moments: null_moments.Moments | None = None  # exact null mean and variance (directed-adjacency QAP)
 
     @property
     def n_pairs(self) -> int:
@@ -406,7 +418,8 @@ def prepare_neighbours(X: np.ndarray, Y: np.ndarray, k: int,
     observed = m.MetricResult(m.neighbour_overlap(neighbours_a, neighbours_b), {"k": k})
     if tied:
         return observed, None
-    return observed, NeighbourKernel(backend.index(neighbours_a), backend.index(neighbours_b), backend)
+    return observed, NeighbourKernel(backend.index(neighbours_a), backend.index(neighbours_b), backend,
+                                     null_moments.mutual_knn_moments(neighbours_a, neighbours_b))
 
 
 def prepare(name: str, X: np.ndarray, Y: np.ndarray, options: dict, backend: Backend, precision: str,

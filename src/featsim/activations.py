@@ -178,21 +178,6 @@ def make_activations(tokens_path: str | Path, out_paths: dict[int, str | Path], 
                              int(batch_size), attrs)
 
 
-def activations_lm(acts, device: str = "auto") -> LMSpec:
-    """The LM that wrote an activation store (from the attrs `make_activations` records), to run on `device`."""
-    from featsim.lm import LMSpec
-    from featsim.stores import rebuild_advice
-
-    attrs = acts.attrs
-    missing = [key for key in ("lm_owner", "lm_source", "lm_dtype") if key not in attrs]
-    if missing:
-        raise ValueError(f"activation store {acts.path} does not record its LM ({missing}); "
-                         f"{rebuild_advice(acts.path)}")
-    return LMSpec(model=attrs["lm_owner"], source=attrs["lm_source"], name=attrs.get("lm_name"),
-                  path=attrs.get("lm_path"), architecture=attrs.get("lm_architecture"), dtype=attrs["lm_dtype"],
-                  device=device)
-
-
 # ---------------------------------------------------------------- which entry computes whose activations
 
 

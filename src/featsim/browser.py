@@ -65,13 +65,14 @@ def labels_index(labels: pd.DataFrame, source: str = "labels") -> dict[int, dict
 
 
 def pair_activations(codes_a, codes_b, latents_a: Sequence[int], latents_b: Sequence[int],
-                     rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     rows: int | None = None, aligned: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-token values of the chosen latents of both code stores, streamed in row chunks.
 
-    Returns (values_a [n_tokens, len(latents_a)], values_b [n_tokens, len(latents_b)]); rows are
-    aligned because both stores hold the same unmasked token positions.
+    Returns (values_a [n_tokens_a, len(latents_a)], values_b [n_tokens_b, len(latents_b)]); rows are
+    aligned because both stores hold the same unmasked token positions, unless `aligned` (codes of two
+    token stores, lined up afterwards by featsim.alignment.RowPairs).
     """
-    if codes_a.n_tokens != codes_b.n_tokens:
+    if not aligned and codes_a.n_tokens != codes_b.n_tokens:
         raise ValueError(f"code stores have {codes_a.n_tokens} and {codes_b.n_tokens} rows; both must hold "
                          "the same unmasked token positions (rebuild the codes from one tokens.zarr)")
     columns_a = np.asarray(latents_a, dtype=np.int64)
@@ -211,17 +212,24 @@ words in similar contexts. {html.escape(note)}</p>
 
 def build_browser(pairs_path: str | os.PathLike, labels_a_path: str | os.PathLike, labels_b_path: str | os.PathLike,
                   codes_a, codes_b, html_path: str | os.PathLike, scatter_path: str | os.PathLike,
-                  settings: BrowserSettings, title: str, rows: np.ndarray | None = None) -> pd.DataFrame:
+                  settings: BrowserSettings, title: str, rows=None) -> pd.DataFrame:
     """Write one layer pair's browser page and scatter PNG; returns the pairs listed.
 
     `codes_a`/`codes_b` are code stores (featsim.stores.open_codes) of the two sides at this layer pair;
-    `rows` (bool mask) restricts the scatter to the tokens the pairs were correlated on.
+    `rows` (bool mask, or featsim.alignment.RowPairs for codes of two tokenizations) restricts the scatter
+    to the tokens the pairs were correlated on.
     """
+    from featsim.alignment import RowPairs
+
     pairs = pd.read_parquet(pairs_path)
     listed = top_pairs(pairs, settings.browser_pairs)
     scattered = listed.head(settings.scatter_pairs)
-    values_a, values_b = pair_activations(codes_a, codes_b, scattered["a"].tolist(), scattered["b"].tolist())
-    if rows is not None:
+    aligned = isinstance(rows, RowPairs)
+    values_a, values_b = pair_activations(codes_a, codes_b, scattered["a"].tolist(), scattered["b"].tolist(),
+                                          aligned=aligned)
+    if aligned:
+        values_a, values_b = values_a[rows.a], values_b[rows.b]
+    elif rows is not None:
         values_a, values_b = values_a[rows], values_b[rows]
     figure = scatter_figure(values_a, values_b, scattered, f"{title}: activation scatter of the top pairs")
     save_figure(figure, scatter_path)

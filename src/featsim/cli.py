@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from featsim import __version__
 
@@ -26,15 +28,24 @@ def _inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def _workflow_dir() -> Path:
+    """The workflow checkout whose files (concept lists) a config may name: $FEATSIM_WORKFLOW_DIR (the Snakefile
+    and the conda environment set it), the checkout of an editable install, or else the working directory."""
+    if os.environ.get("FEATSIM_WORKFLOW_DIR"):
+        return Path(os.environ["FEATSIM_WORKFLOW_DIR"])
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "Snakefile").exists() else Path.cwd()
+
+
 def _validate(args: argparse.Namespace) -> int:
-    from featsim.config import SCHEMA_PATH, load_config
+    from featsim.config import load_config
     from featsim.errors import ConfigError
     from featsim.preflight import require_preflight
 
     try:
         config = load_config(args.config)
         require_preflight(config, args.root, warn=lambda line: print(f"featsim validate: {line}", file=sys.stderr),
-                          workflow_dir=SCHEMA_PATH.parents[2])
+                          workflow_dir=_workflow_dir())
     except ConfigError as exc:
         print(f"featsim validate: {args.config}: {exc}", file=sys.stderr)
         return 1

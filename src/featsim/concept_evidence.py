@@ -21,6 +21,7 @@ from featsim.concept_agreement import agreeing_latents, cell_agreement
 from featsim.contrasts import DID, MCNEMAR, RECALL_PERMUTATION, difference_in_differences, match_cells, \
     mcnemar_exact, recall_difference_test
 from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
+from featsim.provenance import write_table
 
 AGREEMENT_COLUMNS = ["comparison", "concept", "layer_a", "layer_b", "status", "reason", "n_labelled", "n_agree",
                      "agreement", "null_mean", "null_std", "p", "p_holm", "p_bh", "p_min", "p_min_adjusted", "recall",
@@ -221,20 +222,6 @@ COLUMN_DOCS = {
 }
 
 
-def write_table(path, table: pd.DataFrame, config_slice: Mapping, **ids) -> None:
-    """CSV written atomically, provenance and column descriptions in `<name>.provenance.json` beside it."""
-    from pathlib import Path
-
-    from featsim.provenance import atomic_path, make_provenance, write_json
-
-    record = make_provenance(dict(config_slice), **ids)
-    record["n_rows"] = int(len(table))
-    record["columns"] = {c: COLUMN_DOCS[c] for c in table.columns if c in COLUMN_DOCS}
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(Path(path).with_name(Path(path).stem + ".provenance.json"), record)
-
-
 def write_concept_evidence(comparisons: Mapping[str, Mapping], pairs_paths, corr_paths, label_paths, agreement_csv,
                            contrasts_csv, *, pairing: str, n_permutations: int, seed: int, ids: dict | None = None,
                            config_slice: Mapping | None = None, alternative: str = "greater",
@@ -246,8 +233,8 @@ def write_concept_evidence(comparisons: Mapping[str, Mapping], pairs_paths, corr
     contrasts = contrasts_table(cells, labels, pairing=pairing, n_permutations=n_permutations, seed=seed,
                                 alternative=alternative, alpha=alpha)
     slice_ = dict(config_slice or {})
-    write_table(agreement_csv, agreement, slice_, kind="concept_agreement", pairing=pairing, alpha=alpha,
-                **(ids or {}))
-    write_table(contrasts_csv, contrasts, slice_, kind="contrasts", pairing=pairing, alpha=alpha,
+    write_table(agreement_csv, agreement, slice_, COLUMN_DOCS, kind="concept_agreement", pairing=pairing,
+                alpha=alpha, **(ids or {}))
+    write_table(contrasts_csv, contrasts, slice_, COLUMN_DOCS, kind="contrasts", pairing=pairing, alpha=alpha,
                 alternative=alternative, **(ids or {}))
     return agreement, contrasts

@@ -43,7 +43,7 @@ class LabelRule:
                 raise ConfigError(f"semantic.{key}", f"must be a positive integer, got {value!r}")
 
     @classmethod
-    def from_semantic(cls, semantic: Mapping[str, Any]) -> "LabelRule":
+    def from_config(cls, semantic: Mapping[str, Any]) -> "LabelRule":
         """From the `semantic` config slice (its other keys are ignored)."""
         return cls(**{key: semantic[key] for key in ("min_fraction", "min_keywords", "min_examples") if key in semantic})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.resources
 from pathlib import Path
 
 import jsonschema
@@ -15,15 +16,18 @@ import yaml
 
 from featsim.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = "schemas/config.schema.yaml"
+"""The config JSON schema, package data of featsim (workflow/schemas/ links to it): the one owner of every
+config key, its description and its default."""
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    """The config JSON schema (workflow/schemas/config.schema.yaml)."""
-    schema_path = Path(path) if path else SCHEMA_PATH
-    if not schema_path.exists():
-        raise FileNotFoundError(f"config schema not found at {schema_path}")
-    return yaml.safe_load(schema_path.read_text())
+    """The config JSON schema: the one shipped inside the package, or the file at `path`."""
+    if path is not None:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"config schema not found at {path}")
+        return yaml.safe_load(Path(path).read_text())
+    return yaml.safe_load(importlib.resources.files("featsim").joinpath(SCHEMA).read_text())
 
 
 def _with_defaults(validator_class):
@@ -210,10 +214,3 @@ def semantic_pairing(config: dict) -> str:
 def semantic_metrics(config: dict) -> list[str]:
     """Metrics scored on concept subspaces."""
     return list(config["semantic"].get("metrics") or config["metrics"])
-
-
-def reject_unknown_keys(values: dict, allowed, section: str) -> None:
-    """Raise ConfigError naming the first key of a config slice that its dataclass does not know."""
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")

@@ -19,9 +19,11 @@ partners (index -1, value NaN) and are never anyone's partner.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
@@ -32,9 +34,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from featsim import _correlate_kernel as kernel
-from featsim.config import reject_unknown_keys
 from featsim.correlation_result import CorrelationResult, open_correlation, write_correlation  # noqa: F401 (API)
-from featsim.errors import ConfigError
+from featsim.errors import ConfigError, reject_unknown_keys
 from featsim.stores import CodesStore, damaged, open_codes
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ ILL_CONDITIONED = 1e6  # |mean_a / std_a| * |mean_b / std_b| above which a warni
 
 @dataclass(frozen=True)
 class CorrelationConfig:
-    """The `correlation` config slice (defaults as in workflow/schemas/config.schema.yaml)."""
+    """The `correlation` config slice (its defaults are the schema's: tests/test_config_defaults.py)."""
 
     min_active: int = 5
     top_k: int = 8
@@ -70,7 +71,7 @@ class CorrelationConfig:
     block_latents: int = 4096
 
     @classmethod
-    def from_dict(cls, slice_: dict | None) -> "CorrelationConfig":
+    def from_config(cls, slice_: dict | None) -> "CorrelationConfig":
         reject_unknown_keys(dict(slice_ or {}), {f.name for f in fields(cls)}, "correlation")
         return cls(**(slice_ or {}))
 
@@ -168,11 +169,26 @@ def _check_rows(rows: np.ndarray, n_tokens: int) -> None:
         raise ValueError(f"rows must be a bool mask over the {n_tokens} token rows, got {rows.dtype} {rows.shape}")
 
 
+def _check_row_indices(rows: np.ndarray, n_tokens: int) -> None:
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"aligned rows must be 1-D integer row indices, got {rows.dtype} {rows.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= n_tokens):
+        raise ValueError(f"aligned rows hold indices outside the {n_tokens} code rows: the alignment store was made "
+                         "from other token stores than these codes")
+
+
 def _select_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CSR arrays of the rows where the bool mask `rows` is True."""
-    _check_rows(rows, indptr.size - 1)
+    """The CSR arrays of the rows where the bool mask `rows` is True, or of the rows an integer index array
+    lists, in its order (aligned rows, featsim.alignment.RowPairs: the gathered rows line up across sides)."""
     counts = np.diff(indptr)
+    if rows.dtype != bool:
+        _check_row_indices(rows, indptr.size - 1)
+        selected = np.zeros(rows.size + 1, np.int64)
+        np.cumsum(counts[rows], out=selected[1:])
+        entry_ids = np.repeat(indptr[rows] - selected[:-1], counts[rows]) + np.arange(selected[-1])
+        return selected, indices[entry_ids], values[entry_ids]
+    _check_rows(rows, indptr.size - 1)
     keep_entries = np.repeat(rows, counts)
     selected = np.zeros(int(rows.sum()) + 1, np.int64)
     np.cumsum(counts[rows], out=selected[1:])
@@ -227,7 +243,10 @@ def _load_subset_side(codes: Any, latents: Any, min_active: int, value_dtype: np
     matrix = sp.csr_matrix(matrix, dtype=value_dtype)
     matrix.sum_duplicates()
     if rows is not None:
-        _check_rows(rows, matrix.shape[0])
+        if rows.dtype == bool:
+            _check_rows(rows, matrix.shape[0])
+        else:
+            _check_row_indices(rows, matrix.shape[0])
         matrix = matrix[rows]
     n_tokens, width = matrix.shape
     n_active, mean, std = _column_stats_numpy(matrix.indices, matrix.data, width, n_tokens)
@@ -445,6 +464,24 @@ def _engine_costs(side_a: _Side, side_b: _Side, block_latents: int, torch_thread
     return _EngineCosts(sparse_seconds, dense_cpu_seconds, DENSE_CPU_BYTES_PER_ENTRY * (nnz_a + nnz_b) + tile_bytes)
 
 
+def _torch_has_gpu_backend() -> bool:
+    """Whether the installed torch is a CUDA or ROCm build, read from `torch/version.py` without importing torch
+    (about 2 s of CPU per job): a CPU-only build never sees a GPU, so `auto` then needs torch only when the
+    dense CPU path might win."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].version.cuda or sys.modules["torch"].version.hip)
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version_file = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
+    version_spec = importlib.util.spec_from_file_location("_featsim_torch_build", version_file)
+    if not os.path.isfile(version_file) or version_spec is None or version_spec.loader is None:
+        return True  # unknown build: ask torch itself
+    build = importlib.util.module_from_spec(version_spec)
+    version_spec.loader.exec_module(build)
+    return bool(getattr(build, "cuda", None) or getattr(build, "hip", None))
+
+
 def _choose_engine(device: str, side_a: _Side, side_b: _Side, block_latents: int = 4096) -> tuple[str, str]:
     """(engine, torch device) for `correlation.device`; auto takes the fastest engine by `_engine_costs`.
 
@@ -457,6 +494,12 @@ def _choose_engine(device: str, side_a: _Side, side_b: _Side, block_latents: int
         return "dense-cpu", "cpu"
     if device != "auto" and not device.startswith("cuda"):
         raise ConfigError("correlation.device", f"{device!r} is not one of auto, cpu, cuda (or cuda:N)")
+    if device == "auto" and not _torch_has_gpu_backend():
+        bound = _engine_costs(side_a, side_b, block_latents, torch_threads=2**31)  # dense CPU on any thread count
+        if bound.sparse_seconds <= bound.dense_cpu_seconds or bound.dense_cpu_bytes > DENSE_CPU_MAX_BYTES:
+            log.info("correlation engine estimate: sparse-cpu %.1f s, dense-cpu >= %.1f s (dense CPU needs %.1f GB); "
+                     "using sparse-cpu", bound.sparse_seconds, bound.dense_cpu_seconds, bound.dense_cpu_bytes / 2**30)
+            return "sparse-cpu", "cpu"
     import torch
 
     cuda = torch.cuda.is_available()
@@ -508,10 +551,34 @@ def _to_original(raw_values: np.ndarray, raw_indices: np.ndarray, partner_ids: n
     return indices, values
 
 
-def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: int = 1, device: str = "auto",
+def _side_rows(rows: Any, n_tokens_a: int, n_tokens_b: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The row selection of each side: one bool mask for both (codes of one token store), or the two index
+    arrays of aligned row pairs (codes of two tokenizations)."""
+    from featsim.alignment import RowPairs
+
+    if isinstance(rows, RowPairs):
+        if len(rows) == 0:
+            raise ValueError("the aligned row pairs are empty: nothing to correlate")
+        return np.asarray(rows.a, np.int64), np.asarray(rows.b, np.int64)
+    if n_tokens_a != n_tokens_b:
+        raise ValueError(f"codes_a has {n_tokens_a} token rows but codes_b has {n_tokens_b}: both must be codes "
+                         "of the same tokens (rebuild the code stores from one tokens.zarr), or of two token stores "
+                         "correlated on aligned rows (rows=featsim.alignment.RowPairs)")
+    if n_tokens_a == 0:
+        raise ValueError("codes hold no token rows: nothing to correlate")
+    if rows is None:
+        return None, None
+    rows = np.asarray(rows)
+    if not rows.any():
+        raise ValueError("rows selects no token row: nothing to correlate")
+    return rows, rows
+
+
+def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = CorrelationConfig.top_k,
+                    min_active: int = CorrelationConfig.min_active, device: str = CorrelationConfig.device,
                     latents_a: Sequence[int] | np.ndarray | None = None,
                     latents_b: Sequence[int] | np.ndarray | None = None,
-                    block_latents: int = 4096, rows: np.ndarray | None = None) -> CorrelationResult:
+                    block_latents: int = CorrelationConfig.block_latents, rows: Any = None) -> CorrelationResult:
     """Exact Pearson correlation of A and B latents over the shared token rows; top-k partners both ways.
 
     `codes_a` / `codes_b`: scipy.sparse (or dense) matrices [tokens, latents] with the same token rows, or
@@ -521,7 +588,9 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
     in numpy) | cpu (sparse numba kernel) | cuda[:N] (dense torch tiles) | dense-cpu (the dense
     arithmetic on CPU tensors: faster than the sparse kernel for dense codes).
     `block_latents`: B latents per tile on the dense path. `rows`: a bool mask over the token rows to
-    correlate over (e.g. `featsim.split.TokenSplit.pair_rows`); default all.
+    correlate over (e.g. `featsim.split.TokenSplit.pair_rows`); default all. For codes of two tokenizations
+    (different row counts), `rows` is a `featsim.alignment.RowPairs`: row a[i] of codes_a is correlated with
+    row b[i] of codes_b (the rows are gathered, then the same exact engines run).
     """
     if top_k < 1:
         raise ConfigError("correlation.top_k", f"must be >= 1, got {top_k}")
@@ -529,25 +598,16 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
         raise ConfigError("correlation.min_active", f"must be >= 1, got {min_active}")
     if block_latents < 1:
         raise ConfigError("correlation.block_latents", f"must be >= 1, got {block_latents}")
-    shape_a, shape_b = _shape(codes_a), _shape(codes_b)
-    if shape_a[0] != shape_b[0]:
-        raise ValueError(f"codes_a has {shape_a[0]} token rows but codes_b has {shape_b[0]}: both must be codes "
-                         "of the same tokens (rebuild the code stores from one tokens.zarr)")
-    if shape_a[0] == 0:
-        raise ValueError("codes hold no token rows: nothing to correlate")
+    rows_a, rows_b = _side_rows(rows, _shape(codes_a)[0], _shape(codes_b)[0])
     started = time.perf_counter()
     value_dtype = np.promote_types(_value_dtype(codes_a), _value_dtype(codes_b))
-    if rows is not None:
-        rows = np.asarray(rows)
-        if not rows.any():
-            raise ValueError("rows selects no token row: nothing to correlate")
     if _is_small_subset(device, latents_a, latents_b):
-        side_a, dense_a = _load_subset_side(codes_a, latents_a, min_active, value_dtype, "latents_a", rows)
-        side_b, dense_b = _load_subset_side(codes_b, latents_b, min_active, value_dtype, "latents_b", rows)
+        side_a, dense_a = _load_subset_side(codes_a, latents_a, min_active, value_dtype, "latents_a", rows_a)
+        side_b, dense_b = _load_subset_side(codes_b, latents_b, min_active, value_dtype, "latents_b", rows_b)
         engine, torch_device = "subset-numpy", None
     else:
-        side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False, rows=rows)
-        side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True, rows=rows)
+        side_a = _load_side(codes_a, latents_a, min_active, value_dtype, "latents_a", by_latent=False, rows=rows_a)
+        side_b = _load_side(codes_b, latents_b, min_active, value_dtype, "latents_b", by_latent=True, rows=rows_b)
         engine, torch_device = _choose_engine(device, side_a, side_b, block_latents)
     loaded = time.perf_counter()
     _warn_if_ill_conditioned(side_a, side_b)
@@ -577,21 +637,27 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = 8, min_active: i
 def correlate_code_stores(codes_a_path: str | os.PathLike, codes_b_path: str | os.PathLike,
                           output: str | os.PathLike, correlation_config: dict | None,
                           ids: dict | None = None, tokens_path: str | os.PathLike | None = None,
-                          split_config: dict | None = None) -> CorrelationResult:
+                          split_config: dict | None = None, tokens_b_path: str | os.PathLike | None = None,
+                          alignment_path: str | os.PathLike | None = None) -> CorrelationResult:
     """The `correlate` rule: correlate two code stores and write the correlation store with provenance.
 
     With `tokens_path` and `split_config` ({heldout_fraction, seed}) only the pairing rows of the
-    held-out split are correlated (featsim.split)."""
+    held-out split are correlated (featsim.split). With `alignment_path` (codes of two token stores, side
+    b's at `tokens_b_path`) the aligned row pairs that are pairing rows on both sides (featsim.alignment)."""
+    from featsim.alignment import comparison_rows, describe_rows
     from featsim.provenance import make_provenance
     from featsim.split import load_split
 
-    cfg = CorrelationConfig.from_dict(correlation_config)
+    cfg = CorrelationConfig.from_config(correlation_config)
     codes_a, codes_b = open_codes(codes_a_path), open_codes(codes_b_path)
     split = load_split(tokens_path, split_config) if tokens_path is not None else None
+    rows = (comparison_rows(tokens_path, split_config, tokens_b_path, alignment_path) if alignment_path is not None
+            else split.pair_selection if split is not None else None)
     result = max_correlation(codes_a, codes_b, top_k=cfg.top_k, min_active=cfg.min_active, device=cfg.device,
-                             block_latents=cfg.block_latents, rows=split.pair_selection if split else None)
+                             block_latents=cfg.block_latents, rows=rows)
+    aligned = {"alignment": str(alignment_path), "rows": describe_rows(rows)} if alignment_path is not None else {}
     provenance = make_provenance({"correlation": correlation_config or {}, "split": split_config or {}},
-                                 **(ids or {}), n_tokens=result.n_tokens,
+                                 **(ids or {}), **aligned, n_tokens=result.n_tokens,
                                  split=split.describe() if split is not None else None,
                                  codes_a=str(codes_a_path), codes_b=str(codes_b_path),
                                  codes_a_config_hash=codes_a.attrs.get("config_hash"),

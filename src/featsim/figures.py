@@ -7,9 +7,11 @@ figures in one process; `save_figure` writes a PNG atomically and closes nothing
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -20,10 +22,14 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
-from featsim.provenance import atomic_path
+from featsim.layout import NULL, cell_layers, cell_name, sibling
 from featsim.multiple_testing import WITH_P
-from featsim.summary import significance_marks
+from featsim.provenance import atomic_path
+from featsim.summary import (many_to_one_histogram, read_pair_diagnostics, record_cell, record_identity,
+                             significance_marks)
 
 ANNOTATE_MAX_CELLS = 225
 """Grids with more cells than this are drawn without per-cell numbers (they would not be legible)."""
@@ -121,7 +127,6 @@ def draw_grid(ax, values: np.ndarray, marks: np.ndarray | None, x_labels: Sequen
 
 def _hatch_underpowered(ax, status: np.ndarray) -> None:
     """A hatched, unfilled rectangle over every underpowered cell (label `underpowered` for the legend)."""
-    from matplotlib.patches import Rectangle
 
     for (i, j), cell_status in np.ndenumerate(status):
         if cell_status == "underpowered":
@@ -131,7 +136,6 @@ def _hatch_underpowered(ax, status: np.ndarray) -> None:
 
 def state_handles(statuses) -> list:
     """Legend entries for the cell states present besides `scored`: not scored, underpowered."""
-    from matplotlib.patches import Patch
 
     present = set(np.asarray(statuses, dtype=object).ravel())
     handles = []
@@ -312,7 +316,7 @@ def select_null_cells(rows: pd.DataFrame, n_cells: int) -> list[str]:
     for cell in scored.assign(gap=depth_gap).sort_values(["gap", "layer_a", "layer_b"])["cell"]:
         if cell not in chosen:
             chosen.append(cell)
-    return sorted(chosen[:n_cells], key=lambda c: tuple(int(x) for x in c[1:].split("_B")))
+    return sorted(chosen[:n_cells], key=cell_layers)
 
 
 def null_histograms(table: pd.DataFrame, metric: str, nulls: Mapping[str, np.ndarray], n_cells: int,
@@ -355,11 +359,6 @@ def null_histograms(table: pd.DataFrame, metric: str, nulls: Mapping[str, np.nda
     return figure
 
 
-def _cell_key(cell: str) -> tuple[int, int]:
-    layer_a, layer_b = cell[1:].split("_B")
-    return int(layer_a), int(layer_b)
-
-
 def many_to_one_figure(candidates: Mapping[str, Mapping[int, int]], final: Mapping[str, Mapping[int, int]],
                        labels: GridLabels) -> Figure:
     """Grouped bars per layer pair: how many A latents are the partner of 1, 2, 3 ... B latents.
@@ -372,7 +371,7 @@ def many_to_one_figure(candidates: Mapping[str, Mapping[int, int]], final: Mappi
               (final, "final pairs (after filters and de-duplication)"))
     for position, (histograms, title) in enumerate(panels, start=1):
         ax = figure.add_subplot(1, 2, position)
-        cells = sorted(histograms, key=_cell_key)
+        cells = sorted(histograms, key=cell_layers)
         partner_counts = sorted({n for hist in histograms.values() for n in hist})
         ax.set_title(title, fontsize=9)
         if not cells or not partner_counts:
@@ -401,7 +400,7 @@ def semantic_grid_figure(table: pd.DataFrame, metric: str, labels: GridLabels) -
     and the number of pairs inside the concept (with the concept's latent counts on each side)."""
     rows = _metric_rows(table, metric)
     concepts = sorted(rows["concept"].unique())
-    cell_order = sorted(rows["cell"].unique(), key=_cell_key)
+    cell_order = sorted(rows["cell"].unique(), key=cell_layers)
     observed = np.full((len(concepts), len(cell_order)), np.nan)
     z_values = np.full(observed.shape, np.nan)
     n_pairs = np.full(observed.shape, np.nan)
@@ -465,8 +464,6 @@ def _outside_legend(ax, handles=None) -> None:
 
 
 def _band_handles() -> list:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     return [Patch(color="#9e9e9e", alpha=0.45, label="null mean ± 2 sd"),
             Line2D([], [], marker="o", linestyle="", color="black", markerfacecolor="white",
@@ -476,13 +473,11 @@ def _band_handles() -> list:
 
 def _square_handle(label: str):
     """Legend entry of the underpowered marker (a hollow square)."""
-    from matplotlib.lines import Line2D
 
     return Line2D([], [], marker="s", linestyle="", color="black", markerfacecolor="white", label=label)
 
 
 def _comparison_handles(comparisons: Sequence[str], descriptions: Mapping[str, str]) -> list:
-    from matplotlib.lines import Line2D
 
     return [Line2D([], [], marker="o", linestyle="", color=COMPARISON_COLOURS[i % len(COMPARISON_COLOURS)],
                    label=_comparison_label(c, descriptions)) for i, c in enumerate(comparisons)]
@@ -494,6 +489,17 @@ def _offsets(n_groups: int) -> tuple[np.ndarray, float]:
     return -0.4 + width * (np.arange(n_groups) + 0.5), width
 
 
+def _cells_side_by_side(summaries: Mapping[str, pd.DataFrame]):
+    """A two-row figure with one x slot per layer cell and one group per comparison inside each slot:
+    (figure, (top axis, bottom axis), cells, slot centres, group offsets, group width)."""
+    cells = sorted({c for t in summaries.values() for c in t["cell"]}, key=cell_layers)
+    width = min(max(8.0, 4.5 + 0.45 * len(cells) * len(summaries)), 22.0)
+    figure = Figure(figsize=(width, 7.2), layout="constrained")
+    axes = figure.subplots(2, 1, sharex=True)
+    offsets, slot = _offsets(len(summaries))
+    return figure, tuple(axes), cells, np.arange(len(cells)), offsets, slot
+
+
 def comparison_figure(summaries: Mapping[str, pd.DataFrame], metric: str, pairing: str,
                       descriptions: Mapping[str, str] | None = None, correction: str = "holm") -> Figure:
     """All comparisons side by side for one metric: observed vs null mean +- 2 sd per layer pair, and z.
@@ -502,13 +508,8 @@ def comparison_figure(summaries: Mapping[str, pd.DataFrame], metric: str, pairin
     concepts). A metric that puts `control` as far above its null as `main` measures syntax.
     """
     descriptions = descriptions or {}
+    figure, (ax_obs, ax_z), cells, x_base, offsets, slot = _cells_side_by_side(summaries)
     comparisons = list(summaries)
-    cells = sorted({c for t in summaries.values() for c in t["cell"]}, key=_cell_key)
-    width = min(max(8.0, 4.5 + 0.45 * len(cells) * len(comparisons)), 22.0)
-    figure = Figure(figsize=(width, 7.2), layout="constrained")
-    ax_obs, ax_z = figure.subplots(2, 1, sharex=True)
-    offsets, slot = _offsets(len(comparisons))
-    x_base = np.arange(len(cells))
     for index, comparison in enumerate(comparisons):
         rows = _metric_rows(summaries[comparison], metric).set_index("cell")
         colour = COMPARISON_COLOURS[index % len(COMPARISON_COLOURS)]
@@ -620,17 +621,9 @@ def semantic_comparison_figure(semantic: Mapping[str, pd.DataFrame], metric: str
 def pairs_comparison_figure(summaries: Mapping[str, pd.DataFrame], pairing: str,
                             descriptions: Mapping[str, str] | None = None) -> Figure:
     """Number of pairs and mean best-partner correlation per layer pair, all comparisons side by side."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     descriptions = descriptions or {}
+    figure, (ax_n, ax_corr), cells, x_base, offsets, slot = _cells_side_by_side(summaries)
     comparisons = list(summaries)
-    cells = sorted({c for t in summaries.values() for c in t["cell"]}, key=_cell_key)
-    width = min(max(8.0, 4.5 + 0.45 * len(cells) * len(comparisons)), 22.0)
-    figure = Figure(figsize=(width, 7.2), layout="constrained")
-    ax_n, ax_corr = figure.subplots(2, 1, sharex=True)
-    offsets, slot = _offsets(len(comparisons))
-    x_base = np.arange(len(cells))
     for index, comparison in enumerate(comparisons):
         rows = _per_pair_rows(summaries[comparison]).set_index("cell").reindex(cells)
         colour = COMPARISON_COLOURS[index % len(COMPARISON_COLOURS)]
@@ -666,18 +659,14 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> None
 
 def null_draws(score_paths: Sequence[str | os.PathLike], metric: str, cells: Sequence[str]) -> dict[str, np.ndarray]:
     """{cell: null draws} of one metric for the chosen cells, from the `.null.npy` beside each score json."""
-    from pathlib import Path
-
-    from featsim.summary import null_path, parse_cell
-
     wanted = set(cells)
     draws = {}
     for path in score_paths:
-        layer_a, layer_b = parse_cell(path)
-        cell = f"A{layer_a}_B{layer_b}"
-        if Path(path).parent.name != metric or cell not in wanted:
+        record = json.loads(Path(path).read_text())
+        cell = cell_name(*record_cell(record, path))
+        if record_identity(record, path, "metric") != (metric,) or cell not in wanted:
             continue
-        source = null_path(path)
+        source = sibling(path, NULL)
         if not source.exists():
             raise FileNotFoundError(f"{source}: the null draws of {path} are missing; rebuild the score")
         draws[cell] = np.load(source)
@@ -689,14 +678,12 @@ def null_draws(score_paths: Sequence[str | os.PathLike], metric: str, cells: Seq
 
 def pair_histograms(diagnostics_paths: Sequence[str | os.PathLike]) -> tuple[dict, dict]:
     """({cell: candidate many-to-1 histogram}, {cell: final-pairs histogram}) from pairs diagnostics."""
-    from featsim.summary import many_to_one_histogram, parse_cell, read_pair_diagnostics
-
     candidates, final = {}, {}
     for path in diagnostics_paths:
-        layer_a, layer_b = parse_cell(path)
         record = read_pair_diagnostics(path)
-        candidates[f"A{layer_a}_B{layer_b}"] = many_to_one_histogram(record, "partners_per_a_candidates")
-        final[f"A{layer_a}_B{layer_b}"] = many_to_one_histogram(record, "partners_per_a")
+        cell = cell_name(*record_cell(record, path))
+        candidates[cell] = many_to_one_histogram(record, "partners_per_a_candidates")
+        final[cell] = many_to_one_histogram(record, "partners_per_a")
     return candidates, final
 
 
@@ -735,20 +722,16 @@ def write_semantic_figures(table: pd.DataFrame, labels: GridLabels, metrics: Seq
         save_figure(semantic_grid_figure(table, metric, labels), path)
 
 
+COMPARISON_FIGURES = {"whole": comparison_figure, "concept": semantic_comparison_figure}
+"""Per summary scope (featsim.summary.SCOPES): the figure that sets every comparison side by side for one metric."""
+
+
 def write_comparison_figures(summaries: Mapping[str, pd.DataFrame], pairing: str, metrics: Sequence[str],
-                             outputs: Sequence[str], pairs_output: str, descriptions: Mapping[str, str],
-                             correction: str) -> None:
-    """Cross-comparison figures: one per metric, and the pairs/correlation one."""
-    _check_paths(outputs, metrics, "comparison figures")
+                             outputs: Sequence[str], descriptions: Mapping[str, str], correction: str,
+                             scope: str = "whole", pairs_output: str | None = None) -> None:
+    """Cross-comparison figures of one scope, one per metric; with `pairs_output`, the pairs/correlation one."""
+    _check_paths(outputs, metrics, f"{scope} comparison figures")
     for metric, path in zip(metrics, outputs):
-        save_figure(comparison_figure(summaries, metric, pairing, descriptions, correction), path)
-    save_figure(pairs_comparison_figure(summaries, pairing, descriptions), pairs_output)
-
-
-def write_semantic_comparison_figures(semantic: Mapping[str, pd.DataFrame], pairing: str, metrics: Sequence[str],
-                                      outputs: Sequence[str], descriptions: Mapping[str, str],
-                                      correction: str) -> None:
-    """Cross-comparison concept-level figures, one per metric."""
-    _check_paths(outputs, metrics, "semantic comparison figures")
-    for metric, path in zip(metrics, outputs):
-        save_figure(semantic_comparison_figure(semantic, metric, pairing, descriptions, correction), path)
+        save_figure(COMPARISON_FIGURES[scope](summaries, metric, pairing, descriptions, correction), path)
+    if pairs_output is not None:
+        save_figure(pairs_comparison_figure(summaries, pairing, descriptions), pairs_output)

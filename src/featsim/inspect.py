@@ -37,7 +37,9 @@ def _damage(path: Path, kind: str) -> str | None:
     `featsim verify` reads every chunk."""
     from featsim.correlation_result import open_correlation
 
-    opener = _OPENERS.get(kind, open_correlation if kind == "correlation" else None)
+    from featsim.alignment import open_alignment
+
+    opener = _OPENERS.get(kind, {"correlation": open_correlation, "alignment": open_alignment}.get(kind))
     if opener is None:
         return None
     try:

@@ -1,9 +1,9 @@
 """Per-latent labels: firing counts, mean activations and the top-k activating positions with their text.
 
-The codes are streamed in row chunks and a running top-k per latent is kept with vectorised sorts
-(no Python loop over latents or tokens), so 32k latents x 1M tokens stays within a few hundred MB
-and takes seconds to minutes. Only unmasked positions exist in a code store, so masked positions
-(padding, BOS/EOS, listed specials) can never be a top position.
+The codes are streamed once in row chunks; a numba kernel (featsim._topk_kernel) keeps a size-k heap
+per latent (ties to the earlier row) and the per-latent sums in the same pass, so 32k latents x 1M
+tokens stays within a few hundred MB and takes a few seconds. Only unmasked positions exist in a code
+store, so masked positions (padding, BOS/EOS, listed specials) can never be a top position.
 
 Text of a top position: the token as decoded alone, the whole word containing it (rebuilt from the
 neighbouring tokens with `WordRules`, so the "man" in "Brockman" yields the word "Brockman"), and a
@@ -12,6 +12,8 @@ context window of `context_window` tokens each side inside the same unmasked run
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
@@ -21,15 +23,12 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from featsim.config import reject_unknown_keys
-from featsim.errors import ConfigError
+from featsim.errors import ConfigError, reject_unknown_keys
 
 LABEL_COLUMNS = (
     "latent", "n_active", "mean_act", "mean_act_active", "max_act", "top_positions", "top_values",
     "top_token_ids", "top_tokens", "top_words", "top_contexts",
 )
-# Pending candidates are merged into the running top-k once they exceed this many entries.
-MERGE_AT_ENTRIES = 4_000_000
 # Rows per code chunk are chosen so that a chunk holds about this many stored entries.
 CHUNK_ENTRIES = 4_000_000
 # A rebuilt word never extends more than this many tokens to either side of the top token.
@@ -76,57 +75,6 @@ class LatentStats:
     top_values: np.ndarray  # float32 [d_sae, k]: their activations, -inf padding
 
 
-class RunningTopK:
-    """The k largest positive values per column seen so far, ties broken by the earlier row.
-
-    Candidates above the column's current k-th value are collected and merged in batches with one
-    stable sort on a (column, value) key; since candidates arrive in row order, the stable sort puts
-    the earlier row first among equal values, exactly like a stable descending sort of each column.
-    """
-
-    def __init__(self, n_columns: int, k: int, merge_at: int = MERGE_AT_ENTRIES):
-        self.k = int(k)
-        self.values = np.full((n_columns, self.k), -np.inf, dtype=np.float32)  # [n_columns, k]
-        self.rows = np.full((n_columns, self.k), -1, dtype=np.int64)  # [n_columns, k]
-        self.threshold = np.full(n_columns, -np.inf, dtype=np.float32)  # k-th best so far
-        self.merge_at = int(merge_at)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._n_pending = 0
-
-    def add(self, columns: np.ndarray, values: np.ndarray, rows: np.ndarray) -> None:
-        """Offer entries (column, value, row) given in ascending row order; only values > 0 are kept."""
-        values = np.asarray(values, dtype=np.float32)
-        keep = values > np.maximum(self.threshold[columns], 0.0)
-        if not keep.any():
-            return
-        self._pending.append((columns[keep].astype(np.int64), values[keep], rows[keep].astype(np.int64)))
-        self._n_pending += int(keep.sum())
-        if self._n_pending >= self.merge_at:
-            self.merge()
-
-    def merge(self) -> None:
-        """Fold pending candidates into the per-column top-k."""
-        if not self._pending:
-            return
-        held = self.rows >= 0
-        columns = np.concatenate([np.nonzero(held)[0], *(p[0] for p in self._pending)])
-        values = np.concatenate([self.values[held], *(p[1] for p in self._pending)])
-        rows = np.concatenate([self.rows[held], *(p[2] for p in self._pending)])
-        self._pending, self._n_pending = [], 0
-        # Positive float32 bit patterns sort like their values; invert them for a descending order.
-        descending = (np.uint32(0xFFFFFFFF) - values.view(np.uint32)).astype(np.int64)
-        order = np.argsort((columns << 32) | descending, kind="stable")
-        columns, values, rows = columns[order], values[order], rows[order]
-        first = np.searchsorted(columns, columns, side="left")
-        rank = np.arange(len(columns)) - first
-        top = rank < self.k
-        self.values.fill(-np.inf)
-        self.rows.fill(-1)
-        self.values[columns[top], rank[top]] = values[top]
-        self.rows[columns[top], rank[top]] = rows[top]
-        self.threshold = np.where(self.rows[:, -1] >= 0, self.values[:, -1], -np.inf).astype(np.float32)
-
-
 def _chunk_rows(codes) -> int:
     """Rows per chunk so that a chunk holds about CHUNK_ENTRIES stored entries."""
     per_row = max(codes.nnz / max(codes.shape[0], 1), 1.0)
@@ -159,12 +107,18 @@ def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress:
         rows = np.asarray(rows)
         if rows.shape != (n_tokens,) or rows.dtype != bool:
             raise ValueError(f"rows must be a bool mask over the {n_tokens} token rows, got {rows.dtype} {rows.shape}")
+    from featsim import _topk_kernel
+
     rows_per_chunk = rows_per_chunk or _chunk_rows(codes)
-    running = RunningTopK(d_sae, top_k)
+    top_values = np.empty((d_sae, top_k), dtype=np.float32)
+    top_rows = np.empty((d_sae, top_k), dtype=np.int64)
+    held = np.zeros(d_sae, dtype=np.int64)
     n_active = np.zeros(d_sae, dtype=np.int64)
     n_stored = np.zeros(d_sae, dtype=np.int64)
     sum_all = np.zeros(d_sae, dtype=np.float64)
     sum_active = np.zeros(d_sae, dtype=np.float64)
+    chunk_sum_all = np.empty(d_sae, dtype=np.float64)
+    chunk_sum_active = np.empty(d_sae, dtype=np.float64)
     max_stored = np.full(d_sae, -np.inf, dtype=np.float64)
     chunks = _iter_code_chunks(codes, rows_per_chunk)
     total = -(-n_tokens // rows_per_chunk)
@@ -173,17 +127,15 @@ def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress:
         if rows is not None:
             keep = rows[start:start + chunk.shape[0]]
             chunk, row_ids = chunk[keep], row_ids[keep]
-        columns = chunk.indices.astype(np.int64)  # [nnz]
-        values = chunk.data.astype(np.float32)  # [nnz]
-        entry_rows = np.repeat(row_ids, np.diff(chunk.indptr))
-        firing = values > 0
-        n_stored += np.bincount(columns, minlength=d_sae)
-        n_active += np.bincount(columns[firing], minlength=d_sae)
-        sum_all += np.bincount(columns, weights=values, minlength=d_sae)
-        sum_active += np.bincount(columns[firing], weights=values[firing], minlength=d_sae)
-        np.maximum.at(max_stored, columns, values)
-        running.add(columns, values, entry_rows)
-    running.merge()
+        chunk_sum_all.fill(0.0)
+        chunk_sum_active.fill(0.0)
+        _topk_kernel.offer_chunk(chunk.indptr.astype(np.int64, copy=False),
+                                 chunk.indices.astype(np.int32, copy=False),
+                                 chunk.data.astype(np.float32, copy=False), row_ids, top_values, top_rows, held,
+                                 n_stored, n_active, chunk_sum_all, chunk_sum_active, max_stored)
+        sum_all += chunk_sum_all
+        sum_active += chunk_sum_active
+    _topk_kernel.sort_heaps(top_values, top_rows, held)
     n_tokens = int(rows.sum()) if rows is not None else n_tokens
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_active = np.where(n_active > 0, sum_active / n_active, np.nan)
@@ -195,8 +147,8 @@ def latent_stats(codes, top_k: int, rows_per_chunk: int | None = None, progress:
         mean_act=sum_all / max(n_tokens, 1),
         mean_act_active=mean_active,
         max_act=max_act,
-        top_rows=running.rows,
-        top_values=running.values,
+        top_rows=top_rows,
+        top_values=top_values,
     )
 
 
@@ -316,6 +268,19 @@ def _mark(left: str, with_token: str, full: str) -> str:
     return f"{left}{lead}[[{token.strip()}]]{full[len(with_token):]}"
 
 
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building millions of small lists and strings (which form no
+    cycles) otherwise triggers collections that re-scan every live object, about a third of the text time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def position_text(tokenizer, flat_tokens: np.ndarray, flat_mask: np.ndarray, context_length: int,
                   positions: np.ndarray, context_window: int, rules: WordRules | None = None
                   ) -> tuple[list[str], list[str], list[str]]:
@@ -323,27 +288,44 @@ def position_text(tokenizer, flat_tokens: np.ndarray, flat_mask: np.ndarray, con
     requested = np.asarray(positions, dtype=np.int64)
     if len(requested) == 0:
         return [], [], []
+    with _without_cyclic_gc():
+        return _position_text(tokenizer, flat_tokens, flat_mask, context_length, requested, context_window, rules)
+
+
+def _position_text(tokenizer, flat_tokens: np.ndarray, flat_mask: np.ndarray, context_length: int,
+                   requested: np.ndarray, context_window: int, rules: WordRules | None
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """position_text's work, with the cyclic collector paused by the caller."""
     # Latents share top positions: work on each distinct position once.
     positions, back = np.unique(requested, return_inverse=True)
     rules = rules or word_rules(tokenizer, int(flat_tokens.max()) + 1)
     bounds = spans(flat_tokens, flat_mask, context_length, rules, positions)
-    token_ids = flat_tokens[positions]
-    unique_ids, inverse = np.unique(token_ids, return_inverse=True)
+    unique_ids, inverse = np.unique(flat_tokens[positions], return_inverse=True)
     unique_text = _decode_many(tokenizer, [[int(i)] for i in unique_ids])
-    tokens = [unique_text[i] for i in inverse]
-    words = [word.strip() for word in _decode_many(
-        tokenizer, [flat_tokens[s:e + 1].tolist() for s, e in zip(bounds.word_start, bounds.word_end)])]
+    tokens = [unique_text[i] for i in inverse.tolist()]
+    # Slices of a Python list cost a fraction of numpy slice + tolist: ~500k positions are cut four times.
+    ids = flat_tokens.tolist()
+    at = positions.tolist()
+    # A one-token word decodes exactly as its token alone: only longer words are decoded again.
+    longer = np.flatnonzero(bounds.word_end > bounds.word_start)
+    words = [text.strip() for text in tokens]
+    longer_words = _decode_many(tokenizer, [ids[s:e + 1] for s, e in zip(bounds.word_start[longer].tolist(),
+                                                                           bounds.word_end[longer].tolist())])
+    for i, word in zip(longer.tolist(), longer_words):
+        words[i] = word.strip()
     lo = np.maximum(positions - context_window, bounds.run_start)
     hi = np.minimum(positions + context_window, bounds.run_end)
-    left = _decode_many(tokenizer, [flat_tokens[a:p].tolist() for a, p in zip(lo, positions)])
-    with_token = _decode_many(tokenizer, [flat_tokens[a:p + 1].tolist() for a, p in zip(lo, positions)])
-    full = _decode_many(tokenizer, [flat_tokens[a:b + 1].tolist() for a, b in zip(lo, hi)])
-    contexts = []
-    for i in range(len(positions)):
-        text = _mark(left[i], with_token[i], full[i]).replace("\n", "\\n")
-        prefix = "... " if lo[i] > bounds.run_start[i] else ""
-        suffix = " ..." if hi[i] < bounds.run_end[i] else ""
-        contexts.append(f"{prefix}{text.strip()}{suffix}")
+    cut_left = (lo > bounds.run_start).tolist()
+    cut_right = (hi < bounds.run_end).tolist()
+    lo, hi = lo.tolist(), hi.tolist()
+    left = _decode_many(tokenizer, [ids[a:p] for a, p in zip(lo, at)])
+    with_token = _decode_many(tokenizer, [ids[a:p + 1] for a, p in zip(lo, at)])
+    full = _decode_many(tokenizer, [ids[a:b + 1] for a, b in zip(lo, hi)])
+    contexts = [
+        ("... " if cut_l else "") + _mark(a, b, c).replace("\n", "\\n").strip() + (" ..." if cut_r else "")
+        for a, b, c, cut_l, cut_r in zip(left, with_token, full, cut_left, cut_right)
+    ]
+    back = back.tolist()
     return [tokens[i] for i in back], [words[i] for i in back], [contexts[i] for i in back]
 
 
@@ -370,8 +352,9 @@ def load_tokenizer(token_attrs: dict, source: str = "tokens.zarr"):
 
 
 def _split(flat: list, counts: np.ndarray) -> list[list]:
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(counts))]
+    """`flat` cut into consecutive lists of the given lengths."""
+    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
 def labels_table(stats: LatentStats, unmasked_positions: np.ndarray, flat_tokens: np.ndarray,
@@ -385,6 +368,13 @@ def labels_table(stats: LatentStats, unmasked_positions: np.ndarray, flat_tokens
         raise ValueError("a top position is masked: the code store rows do not match tokens.zarr's mask")
     tokens, words, contexts = position_text(tokenizer, flat_tokens, flat_mask, context_length, positions,
                                             context_window)
+    with _without_cyclic_gc():
+        return _table(stats, counts, held, positions, flat_tokens, tokens, words, contexts)
+
+
+def _table(stats: LatentStats, counts: np.ndarray, held: np.ndarray, positions: np.ndarray,
+           flat_tokens: np.ndarray, tokens: list[str], words: list[str], contexts: list[str]) -> pd.DataFrame:
+    """The labels table from the per-position lists, cut latent by latent."""
     return pd.DataFrame({
         "latent": np.arange(len(counts), dtype=np.int64),
         "n_active": stats.n_active,

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from featsim.errors import ConfigError
+from featsim.layout import TOY_LM, in_experiment
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,13 @@ def load_local_lm(spec: LMSpec, ctx: LoadContext):
 
 
 def load_toy_lm(spec: LMSpec, ctx: LoadContext):
-    """A toy LM trained by this workflow (`results/{exp}/toy/lm/{model}`)."""
+    """A toy LM trained by this workflow (featsim.layout.TOY_LM)."""
     from featsim.toy.lm import load_toy_lm as load_checkpoint
 
     if not ctx.no_processing:
         raise ConfigError(f"models.{spec.model}.sae", f"toy LMs are used unprocessed, but the SAE asks for {ctx.processing}")
-    return load_checkpoint(ctx.exp_dir / "toy" / "lm" / spec.model, device=resolve_device(spec.device), dtype=spec.dtype)
+    return load_checkpoint(in_experiment(ctx.exp_dir, TOY_LM, model=spec.model), device=resolve_device(spec.device),
+                           dtype=spec.dtype)
 
 
 LM_LOADERS: dict[str, Callable[[LMSpec, LoadContext], Any]] = {
@@ -181,6 +183,20 @@ LM_LOADERS: dict[str, Callable[[LMSpec, LoadContext], Any]] = {
     "local": load_local_lm,
     "toy": load_toy_lm,
 }
+
+
+def activations_lm(acts, device: str = "auto") -> LMSpec:
+    """The LM that wrote an activation store (from the attrs `make_activations` records), to run on `device`."""
+    from featsim.stores import rebuild_advice  # zarr: only when an activation store is read
+
+    attrs = acts.attrs
+    missing = [key for key in ("lm_owner", "lm_source", "lm_dtype") if key not in attrs]
+    if missing:
+        raise ValueError(f"activation store {acts.path} does not record its LM ({missing}); "
+                         f"{rebuild_advice(acts.path)}")
+    return LMSpec(model=attrs["lm_owner"], source=attrs["lm_source"], name=attrs.get("lm_name"),
+                  path=attrs.get("lm_path"), architecture=attrs.get("lm_architecture"), dtype=attrs["lm_dtype"],
+                  device=device)
 
 
 def load_lm(spec: LMSpec, exp_dir: str | Path, processing: dict | None = None):

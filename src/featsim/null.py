@@ -9,6 +9,14 @@ p = (b + 1) / (m + 1), b = #{null >= observed - tolerance} (ties count; the tole
 rounding between the float64 observed value and the null arithmetic, as scipy.stats.permutation_test
 does), so p >= p_min = max(1/(m+1), 1/n!) always. z = (observed - null_mean) / null_std (sample std,
 ddof=1), NaN when null_std is within the null's rounding tolerance (its spread may be rounding alone).
+
+Sequential stopping (`sequential_h` = h, Besag & Clifford 1991): the stream stops at the draw L that
+brings the count of null values >= observed to h, and p = h / L; a cell that never reaches h draws all m
+and keeps p = (b+1)/(m+1). Valid (P(p <= u) <= u), with the same first L draws as the fixed-m null, so
+clearly non-significant cells stop after about h / p draws while significant ones draw all m. Not used
+for an exact null (every re-pairing is drawn in a fixed order, not at random).
+Beside p: the exact permutation mean and variance where a closed form exists (featsim.null_moments) and
+a moment-matched Pearson III tail p (featsim.null_tail) that resolves p below 1/(m+1); never p itself.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from tqdm.auto import tqdm
 
 from featsim import _null_kernels as kernels
 from featsim.metrics import SVCCA_FAMILY, Metric, check_svcca_dimensions, get_metric, paired_arrays
+from featsim.null_moments import Moments
+from featsim.null_tail import TailFit, fit_tail
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +92,23 @@ class NullResult:
     tolerance: float = NULL_TOLERANCE["float64"]
     exact: bool = False  # the null is every re-pairing (n! - 1 <= requested m)
     p_min: float = 0.0  # smallest attainable p, max(1/(m+1), 1/n!)
+    exact_moments: Moments | None = None  # closed-form null mean and variance (featsim.null_moments)
+    tail: TailFit | None = None  # moment-matched tail p beside p_value (featsim.null_tail)
+    sequential_h: int | None = None  # Besag-Clifford stopping after h exceedances (None: fixed m)
+    max_permutations: int = 0  # draws allowed (m); n_permutations is the draws made
+    sequential_stopped: bool = False  # the stream stopped at its h-th exceedance: p = h / n_permutations
+
+    @property
+    def z_exact(self) -> float:
+        """(observed - exact mean) / exact sd; NaN without exact moments or with an sd at rounding level."""
+        moments = self.exact_moments
+        if moments is None or null_spread_is_rounding(moments.std, moments.mean, self.tolerance):
+            return float("nan")
+        return (self.observed - moments.mean) / moments.std
 
     def to_dict(self) -> dict:
         """JSON-ready summary (everything but the null draws)."""
+        moments, tail = self.exact_moments, self.tail
         return {
             "metric": self.metric, "observed": self.observed, "null_mean": self.null_mean,
             "null_std": self.null_std, "p_value": self.p_value, "z": self.z, "n_pairs": self.n_pairs,
@@ -92,6 +116,12 @@ class NullResult:
             "flags": list(self.flags), "null_method": self.method, "null_device": self.device,
             "null_backend": self.backend, "null_precision": self.precision, "null_tolerance": self.tolerance,
             "null_exact": self.exact, "p_min": self.p_min,
+            "null_mean_exact": moments.mean if moments else None, "null_std_exact": moments.std if moments else None,
+            "z_exact": self.z_exact if moments else None, "null_skew": tail.skew if tail else None,
+            "p_tail": tail.p_tail if tail else None, "p_cantelli": tail.p_cantelli if tail else None,
+            "tail_method": tail.method if tail else None, "tail_flags": list(tail.flags) if tail else [],
+            "sequential_h": self.sequential_h, "max_permutations": self.max_permutations,
+            "sequential_stopped": self.sequential_stopped,
         }
 
 
@@ -144,7 +174,7 @@ def null_spread_is_rounding(null_std: float, null_mean: float, tolerance: float)
 
 
 def _summary(observed: float, null: np.ndarray, tolerance: float) -> tuple[float, float, float, float]:
-    exceed = int(np.count_nonzero(null >= observed - tolerance * max(1.0, abs(observed))))
+    exceed = int(np.count_nonzero(null >= exceedance_threshold(observed, tolerance)))
     p_value = (exceed + 1) / (null.size + 1)
     null_mean = float(null.mean())
     null_std = float(null.std(ddof=1)) if null.size > 1 else float("nan")
@@ -154,18 +184,50 @@ def _summary(observed: float, null: np.ndarray, tolerance: float) -> tuple[float
 
 
 def _ordered_map(function: Callable, items: Iterator, workers: int) -> Iterator:
-    """function(item) for each item, in order, with at most 2 x workers items in flight."""
+    """function(item) for each item, in order, with at most 2 x workers items in flight (cancelled
+    when the consumer stops early)."""
     if workers <= 1:
         yield from map(function, items)
         return
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= 2 * workers:
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def exceedance_threshold(observed: float, tolerance: float) -> float:
+    """Null values at or above this count as >= observed (ties within the rounding tolerance count)."""
+    return observed - tolerance * max(1.0, abs(observed))
+
+
+def _collect(batches: Iterator[np.ndarray], n_draws: int, threshold: float, stop_after: int | None,
+             bar) -> np.ndarray:
+    """The null draws in stream order; with `stop_after` = h, up to and including the draw that brings
+    the count of draws >= threshold to h (Besag-Clifford), else all `n_draws`."""
+    null = np.empty(n_draws)
+    done = seen = 0
+    with contextlib.closing(batches):
+        for values in batches:
+            keep = values.size
+            if stop_after is not None:
+                hits = seen + np.cumsum(values >= threshold)
+                if hits.size and hits[-1] >= stop_after:
+                    keep = int(np.searchsorted(hits, stop_after)) + 1
+                seen = int(hits[keep - 1]) if hits.size else seen
+            null[done:done + keep] = values[:keep]
+            done += keep
+            bar.update(keep)
+            if stop_after is not None and seen >= stop_after:
+                break
+    return null[:done]
 
 
 @contextlib.contextmanager
@@ -206,38 +268,34 @@ def _kernel_threads(kernel, threads: int) -> Iterator[int]:
             torch.set_num_threads(torch_threads)
 
 
-def _run_kernel(kernel, n: int, n_permutations: int, seed: int, threads: int, progress: bool) -> np.ndarray:
-    """Null of m draws (`n_permutations` is the stream's length: n! - 1 for an exact null)."""
+def _run_kernel(kernel, n: int, n_permutations: int, seed: int, threads: int, progress: bool,
+                threshold: float = math.inf, stop_after: int | None = None) -> np.ndarray:
+    """Null of up to m draws (`n_permutations` is the stream's length: n! - 1 for an exact null);
+    `stop_after` = h stops after h draws >= `threshold`."""
     batch_size = kernels.batch_size_for(kernel)
+    if stop_after is not None:  # smaller batches waste fewer draws past the stopping point
+        batch_size = max(1, min(batch_size, 64))
     batches = permutation_batches(n, n_permutations, seed, batch_size)
-    null = np.empty(n_permutations)
-    done = 0
     with _kernel_threads(kernel, threads) as workers, \
             tqdm(total=n_permutations, desc="null", unit="perm", disable=not progress) as bar:
-        for values in _ordered_map(kernel.scores, batches, workers):
-            null[done:done + values.size] = values
-            done += values.size
-            bar.update(values.size)
-    return null
+        return _collect(_ordered_map(kernel.scores, batches, workers), n_permutations, threshold, stop_after, bar)
 
 
 def _run_loop(metric: Callable[[np.ndarray, np.ndarray], float], X: np.ndarray, Y: np.ndarray,
-              n_permutations: int, seed: int, progress: bool) -> np.ndarray:
-    null = np.empty(n_permutations)
-    bar = tqdm(total=n_permutations, desc="null (loop)", unit="perm", disable=not progress)
-    done = 0
-    for batch in permutation_batches(X.shape[0], n_permutations, seed, 64):
-        for perm in batch:
-            null[done] = metric(X, Y[perm])
-            done += 1
-        bar.update(batch.shape[0])
-    bar.close()
-    return null
+              n_permutations: int, seed: int, progress: bool, threshold: float = math.inf,
+              stop_after: int | None = None) -> np.ndarray:
+    def batch_scores(batch: np.ndarray) -> np.ndarray:
+        return np.array([metric(X, Y[perm]) for perm in batch])
+
+    batches = (batch_scores(batch) for batch in permutation_batches(X.shape[0], n_permutations, seed, 64))
+    with tqdm(total=n_permutations, desc="null (loop)", unit="perm", disable=not progress) as bar:
+        return _collect(batches, n_permutations, threshold, stop_after, bar)
 
 
 def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, seed: int = 0, *,
                      options: dict | None = None, device: str = "auto", precision: str = "auto",
-                     method: str = "auto", threads: int | None = None, progress: bool = False) -> NullResult:
+                     method: str = "auto", threads: int | None = None, progress: bool = False,
+                     sequential_h: int | None = None) -> NullResult:
     """Observed metric of the pairs (X[i], Y[i]) and its null under random re-pairing of Y's rows.
 
     metric: a METRICS name (fast kernel when it has one) or a callable (X, Y) -> float (plain loop).
@@ -247,6 +305,8 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
     see featsim._null_kernels.AutoPrecision).
     method: "auto" | "fast" (error if none) | "loop" (recompute the metric on each permuted Y).
     threads: CPU threads (default `default_threads()`). The observed value is always the float64 metric.
+    sequential_h: stop after h null values >= observed (p = h / draws), at most `n_permutations` draws;
+    None draws all of them. Ignored for an exact null.
     """
     X, Y = paired_arrays(X, Y)
     n = X.shape[0]
@@ -256,6 +316,9 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
         raise ValueError(f"config key 'null.precision': {precision!r} is not one of auto, float32, float64")
     if method not in ("auto", "fast", "loop"):
         raise ValueError(f"method must be auto, fast or loop, got {method!r}")
+    if sequential_h is not None and (isinstance(sequential_h, bool) or not isinstance(sequential_h, (int, np.integer))
+                                     or sequential_h < 1):
+        raise ValueError(f"config key 'null.sequential_h': must be a positive integer or null, got {sequential_h!r}")
     threads = int(threads or default_threads())
     backend = resolve_backend(device)
 
@@ -282,17 +345,25 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
         check_svcca_dimensions(details["k_a"], details["k_b"], n, name)
     exact = is_exact(n, int(n_permutations))
     n_draws = math.factorial(n) - 1 if exact else int(n_permutations)
+    stop_after = None if exact or sequential_h is None else int(sequential_h)
+    threshold = exceedance_threshold(observed, NULL_TOLERANCE[_kernel_precision(kernel)])
 
     if kernel is not None:
-        null = _run_kernel(kernel, n, n_draws, seed, threads, progress)
-        used_precision = getattr(kernel, "precision", "float64")
+        null = _run_kernel(kernel, n, n_draws, seed, threads, progress, threshold, stop_after)
+        used_precision = _kernel_precision(kernel)
         used_method, used_device = "fast", str(kernel.backend.device)
         used_backend = kernels.backend_name(kernel)
     else:
-        null = _run_loop(score_one, X, Y, n_draws, seed, progress)
+        null = _run_loop(score_one, X, Y, n_draws, seed, progress, threshold, stop_after)
         used_precision, used_method, used_device, used_backend = "float64", "loop", "cpu", "loop"
     tolerance = NULL_TOLERANCE[used_precision]
     p_value, z, null_mean, null_std = _summary(observed, null, tolerance)
+    sequential_stopped = stop_after is not None and int(np.count_nonzero(null >= threshold)) >= stop_after
+    if sequential_stopped:
+        p_value = stop_after / null.size  # Besag-Clifford: h exceedances in L draws
+    exact_moments = getattr(kernel, "moments", None)
+    rounding = null_spread_is_rounding(null_std, null_mean, tolerance)
+    tail = None if exact else fit_tail(observed, null, exact_moments, rounding)  # an exact p needs no tail
 
     flags = []
     if null_spread_is_rounding(null_std, null_mean, tolerance):
@@ -307,7 +378,13 @@ def permutation_test(X, Y, metric: str | Callable, n_permutations: int = 10000, 
                       null_std=null_std, n_pairs=n, n_permutations=int(null.size), seed=int(seed),
                       details=details, flags=tuple(flags), method=used_method, device=used_device,
                       backend=used_backend, precision=used_precision, tolerance=tolerance, exact=exact,
-                      p_min=smallest_p(n, int(null.size)))
+                      p_min=smallest_p(n, n_draws), exact_moments=exact_moments, tail=tail,
+                      sequential_h=stop_after, max_permutations=n_draws, sequential_stopped=sequential_stopped)
+
+
+def _kernel_precision(kernel) -> str:
+    """The precision a kernel's null values carry (float64 for the plain loop)."""
+    return getattr(kernel, "precision", "float64") if kernel is not None else "float64"
 
 
 def default_threads() -> int:

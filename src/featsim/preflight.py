@@ -207,12 +207,47 @@ def check_steering(config: dict, root: Roots) -> Iterator[Finding]:
             yield Finding("steering.layer_pairs", f"{outside} are not layer cells of comparison '{cmp}'")
 
 
+def check_tokenizers(config: dict, root: Roots) -> Iterator[Finding]:
+    """Same tokenizer, or alignment declared: a comparison whose sides read different token stores (or whose
+    toy tokenizers certainly differ) must declare `align`; steering needs one token set (no aligned sides).
+
+    Hub and local tokenizers that differ by name may still share a vocabulary (Pythia sizes do), so for them
+    the check is made on the vocabularies when the experiment store is built (featsim.tokens)."""
+    from featsim import tokenstores
+
+    for cmp, key_a, key_b in tokenstores.unaligned_cross_store_comparisons(config):
+        yield Finding(f"comparisons.{cmp}", f"compares models with different tokenizers ({key_a} and {key_b}) that "
+                                            "read different token stores; declare `align: word` (or token) on it to "
+                                            "correlate on character-aligned positions")
+    stores = tokenstores.token_store_names(config)
+    reported = {cmp for cmp, _, _ in tokenstores.unaligned_cross_store_comparisons(config)}
+    for cmp, entry in config["comparisons"].items():
+        keys = {tokenstores.tokenizer_key(config, entry[side]) for side in ("a", "b")}
+        toy_only = all(key.startswith("toy-") for key in keys)
+        if cmp not in reported and len(keys) > 1 and toy_only and not tokenstores.align_mode(config, cmp):
+            yield Finding(f"comparisons.{cmp}", f"compares toy models with different tokenizers "
+                                                f"({' and '.join(sorted(keys))}); declare `align: word` (or token) on it")
+        elif tokenstores.align_mode(config, cmp) and stores[entry["a"]] == stores[entry["b"]]:
+            yield Finding(f"comparisons.{cmp}.align", "both sides read the same token store (one tokenizer): "
+                                                      "there is nothing to align, positions are shared", "warning")
+    for model, store in stores.items():
+        if store == tokenstores.EXPERIMENT_STORE and tokenstores.tokenizer_key(config, model).startswith("toy-bpe"):
+            yield Finding(f"models.{tokenstores.lm_owner(config, model)}.lm.toy.tokenizer",
+                          f"model '{model}' has a bpe tokenizer of its own, so it needs its own token store: make it a "
+                          "side of a comparison with a word-level model that declares `align`")
+    for cmp in (config.get("steering") or {}).get("comparisons") or []:
+        if cmp in config["comparisons"] and tokenstores.comparison_alignment(config, cmp) is not None:
+            yield Finding("steering.comparisons", f"comparison '{cmp}' aligns two tokenizers; steering carries vectors "
+                                                  "between models on one token set, so it cannot steer it")
+
+
 PREFLIGHT_CHECKS: tuple[Callable[[dict, Roots], Iterable[Finding]], ...] = (
     check_data,
     check_concepts,
     check_pairings,
     check_model_shapes,
     check_comparisons,
+    check_tokenizers,
     check_hub_registries,
     check_steering,
 )

@@ -11,11 +11,12 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from featsim import __version__
+from featsim.layout import PROVENANCE, sibling
 
 
 def _canonical(obj: Any) -> Any:
@@ -46,6 +47,18 @@ def make_provenance(config_slice: Any, **ids: Any) -> dict:
     }
     record.update(_canonical(ids))
     return record
+
+
+DIRECTORY_PROVENANCE = "provenance.json"
+"""The provenance record inside a directory output (toy corpus, toy LM and SAE checkpoints)."""
+
+
+def read_directory_provenance(directory: str | os.PathLike) -> dict:
+    """The provenance record a directory output carries."""
+    path = Path(directory) / DIRECTORY_PROVENANCE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: {directory} was not written by featsim; rebuild it")
+    return json.loads(path.read_text())
 
 
 def remove_path(path: Path) -> None:
@@ -153,6 +166,19 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, np.asarray(array))
+
+
+def write_table(path: str | os.PathLike, table, config_slice: Any, column_docs: Mapping[str, str],
+                extra: Mapping[str, Any] | None = None, **ids: Any) -> None:
+    """A table as CSV, written atomically, with its provenance, row count, column descriptions and `extra`
+    fields in the `.provenance.json` beside it (a CSV has no metadata slot)."""
+    record = make_provenance(config_slice, **ids)
+    record["n_rows"] = int(len(table))
+    record.update(extra or {})
+    record["columns"] = {column: column_docs[column] for column in table.columns if column in column_docs}
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(sibling(path, PROVENANCE), record)
 
 
 PARQUET_METADATA_KEY = b"featsim"

@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from featsim.errors import ConfigError
+from featsim.layout import TOY_LM, TOY_SAE, in_experiment
 from featsim.lm import LMSpec
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class SAEInfo:
     dataset_path: str | None = None
 
     @classmethod
-    def from_cfg(cls, cfg, ids: dict, key: str) -> "SAEInfo":
+    def from_config(cls, cfg, ids: dict, key: str) -> "SAEInfo":
         """From a sae-lens SAEConfig (of a loaded SAE or a config-only read)."""
         meta = cfg.metadata
         if not meta.hook_name:
@@ -303,7 +304,7 @@ def _sparsify_load(spec: SAESpec, layer: int, exp_dir: Path, device: str):
 
 def _disk_folder(spec: SAESpec, layer: int, exp_dir: Path) -> Path:
     if spec.source == "toy":
-        folder = exp_dir / "toy" / "sae" / spec.model / f"L{layer}"
+        folder = in_experiment(exp_dir, TOY_SAE, model=spec.model, layer=layer)
         if not (folder / "cfg.json").exists():
             raise FileNotFoundError(f"toy SAE {folder} is missing; build its toy SAE target first")
         return folder
@@ -397,7 +398,7 @@ def lm_shape(lm: LMSpec, exp_dir: Path) -> LMShape:
     from featsim.lm import official_model_name
 
     if lm.source == "toy":
-        path = exp_dir / "toy" / "lm" / lm.model / "config.json"
+        path = in_experiment(exp_dir, TOY_LM, model=lm.model) / "config.json"
         if not path.exists():
             raise FileNotFoundError(f"toy LM config {path} is missing; build its toy_lm target first")
         return _transformer_lens_shape(json.loads(path.read_text()))
@@ -474,7 +475,7 @@ def sae_info(spec: SAESpec, layer: int, exp_dir: str | Path) -> SAEInfo:
     """The SAE's hook and sizes from its config alone (no weights loaded)."""
     exp_dir = Path(exp_dir)
     source = SAE_SOURCES[spec.source]
-    return SAEInfo.from_cfg(source.config(spec, layer, exp_dir), source.ids(spec, layer, exp_dir), spec.locator_key)
+    return SAEInfo.from_config(source.config(spec, layer, exp_dir), source.ids(spec, layer, exp_dir), spec.locator_key)
 
 
 def load_sae(spec: SAESpec, layer: int, exp_dir: str | Path, device: str = "cpu"):
@@ -483,7 +484,7 @@ def load_sae(spec: SAESpec, layer: int, exp_dir: str | Path, device: str = "cpu"
     source = SAE_SOURCES[spec.source]
     sae = source.load(spec, layer, exp_dir, device)
     sae.eval()
-    return sae, SAEInfo.from_cfg(sae.cfg, source.ids(spec, layer, exp_dir), spec.locator_key)
+    return sae, SAEInfo.from_config(sae.cfg, source.ids(spec, layer, exp_dir), spec.locator_key)
 
 
 # ---------------------------------------------------------------- encoding and quality
@@ -657,8 +658,7 @@ def make_codes(acts_path: str | Path, model: str, layer: int, sae: dict, activat
     For `sae.source: neurons` the LM whose W_out is the decoder is the one recorded in the activation
     store's attrs, so codes and decoder come from the same LM by construction.
     """
-    from featsim.activations import activations_lm
-    from featsim.lm import resolve_device
+    from featsim.lm import activations_lm, resolve_device
     from featsim.provenance import save_npy, write_json
     from featsim.stores import open_acts
 

@@ -13,11 +13,14 @@ import hashlib
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from featsim.errors import reject_unknown_keys
+from featsim.layout import cell_name
 from featsim.metrics import DegenerateInputError, as_float64, get_metric
 from featsim.multiple_testing import DEFAULT_ALPHA, underpowered_reason
 from featsim.null import permutation_test
@@ -28,7 +31,23 @@ log = logging.getLogger(__name__)
 MIN_PAIRS = 3
 """Fewer pairs than this: the cell is recorded as not scored (no metric is defined)."""
 
-NULL_DEFAULTS = {"permutations": 10000, "seed": 0, "device": "auto", "precision": "auto"}
+
+
+@dataclass(frozen=True)
+class NullConfig:
+    """The `null` config slice (its defaults are the schema's: tests/test_config_defaults.py)."""
+
+    permutations: int = 10000
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    sequential_h: int | None = None
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> "NullConfig":
+        values = dict(values or {})
+        reject_unknown_keys(values, {f.name for f in fields(cls)}, "null")
+        return cls(**values)
 
 
 def cell_seed(base_seed: int, *identity: str | int) -> int:
@@ -65,13 +84,13 @@ def paired_rows(decoder, latents: np.ndarray) -> np.ndarray:
 def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
                           options: Mapping[str, Any] | None = None, *, device: str = "auto",
                           precision: str = "auto", threads: int | None = None, progress: bool = False,
-                          alpha: float = DEFAULT_ALPHA) -> tuple[dict, np.ndarray]:
+                          alpha: float = DEFAULT_ALPHA, sequential_h: int | None = None) -> tuple[dict, np.ndarray]:
     """The json-ready record of one cell and its null draws ([m], empty when not scored).
 
     decoder_a [d_sae_a, d_model_a], decoder_b [d_sae_b, d_model_b]; pairs_a, pairs_b: latent
     indices of equal length (pair i = (pairs_a[i], pairs_b[i])). `status`: one of
     featsim.multiple_testing.STATUSES; `p_min`: the smallest attainable p; `alpha`: the significance
-    level behind `underpowered`.
+    level behind `underpowered`; `sequential_h`: Besag-Clifford stopping (featsim.null.permutation_test).
     """
     registered = get_metric(metric)
     options = registered.resolve_options(options)
@@ -90,11 +109,12 @@ def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n
     X, Y = paired_rows(decoder_a, pairs_a), paired_rows(decoder_b, pairs_b)
     try:
         result = permutation_test(X, Y, metric, n_permutations, seed, options=options, device=device,
-                                  precision=precision, threads=threads, progress=progress)
+                                  precision=precision, threads=threads, progress=progress,
+                                  sequential_h=sequential_h)
     except DegenerateInputError as error:
         log.warning("%s not scored: %s", metric, error)
         return _not_scored(metric, n_pairs, n_permutations, seed, str(error), options, error.details), np.empty(0)
-    status, reason = power_status(result.p_min, alpha, n_pairs, result.n_permutations)
+    status, reason = power_status(result.p_min, alpha, n_pairs, result.max_permutations)
     record = {"status": status, "reason": reason, **result.to_dict(), "alpha": float(alpha),
               "invariances": sorted(registered.invariances), "options": options}
     return record, result.null
@@ -103,8 +123,10 @@ def score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n
 def score_pairs(decoder_a, decoder_b, pairs_a, pairs_b, metric: str, n_permutations: int, seed: int,
                 options: Mapping[str, Any] | None = None, **null_options) -> dict:
     """JSON-ready record of one cell: status, reason, observed, null_mean, null_std, p_value, p_min, z,
-    n_pairs, n_permutations, seed, k_a/k_b (svcca), flags, invariances. `null_options`: device,
-    precision, threads, progress (see featsim.null.permutation_test), alpha."""
+    n_pairs, n_permutations, seed, k_a/k_b (svcca), flags, invariances; beside p: null_mean_exact,
+    null_std_exact, z_exact, null_skew, p_tail, p_cantelli, tail_method, tail_flags, sequential_h,
+    max_permutations, sequential_stopped. `null_options`: device, precision, threads, progress,
+    sequential_h (see featsim.null.permutation_test), alpha."""
     record, _ = score_pairs_with_null(decoder_a, decoder_b, pairs_a, pairs_b, metric, n_permutations, seed,
                                       options, **null_options)
     return record
@@ -146,22 +168,23 @@ def score_cell(pairs_path: str | os.PathLike, decoder_a_path: str | os.PathLike,
     identity: experiment, comparison, pairing, layer_a, layer_b (used for the seed and provenance).
     alpha: config `alpha`, the significance level behind the `underpowered` status.
     """
-    null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
-    seed = cell_seed(null_config["seed"], identity["comparison"], identity["pairing"],
-                     f"A{identity['layer_a']}_B{identity['layer_b']}")
+    null_config = NullConfig.from_config(null_config)
+    seed = cell_seed(null_config.seed, identity["comparison"], identity["pairing"],
+                     cell_name(identity["layer_a"], identity["layer_b"]))
     pairs_a, pairs_b = load_pairs(pairs_path)
     started = time.perf_counter()
     log.info("scoring %s on %d pairs with %d permutations (seed %d)", metric, pairs_a.size,
-             null_config["permutations"], seed)
+             null_config.permutations, seed)
     record, null = score_pairs_with_null(
         load_decoder(decoder_a_path), load_decoder(decoder_b_path), pairs_a, pairs_b, metric,
-        int(null_config["permutations"]), seed, metric_options, device=null_config["device"],
-        precision=null_config["precision"], threads=threads, progress=True, alpha=alpha)
-    record["base_seed"] = int(null_config["seed"])
-    log.info("%s: status %s, observed %s, null mean %s, p %s, flags %s (%.1f s)", metric, record["status"],
-             record["observed"], record["null_mean"], record["p_value"], record["flags"],
-             time.perf_counter() - started)
-    config_slice = {"null": dict(null_config), "metric": metric, "metric_options": dict(metric_options or {}),
+        int(null_config.permutations), seed, metric_options, device=null_config.device,
+        precision=null_config.precision, threads=threads, progress=True, alpha=alpha,
+        sequential_h=null_config.sequential_h)
+    record["base_seed"] = int(null_config.seed)
+    log.info("%s: status %s, observed %s, null mean %s, p %s (%s draws), p_tail %s, flags %s (%.1f s)", metric,
+             record["status"], record["observed"], record["null_mean"], record["p_value"], record["n_permutations"],
+             record.get("p_tail"), record["flags"], time.perf_counter() - started)
+    config_slice = {"null": asdict(null_config), "metric": metric, "metric_options": dict(metric_options or {}),
                     "alpha": float(alpha)}
     provenance = make_provenance(config_slice, **identity, metric=metric,
                                  pairs=read_parquet_provenance(pairs_path), pairs_file=str(Path(pairs_path)))

@@ -17,15 +17,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from featsim.concepts import Concept, ConceptFileError, normalise_word
-from featsim.config import reject_unknown_keys
-from featsim.errors import ConfigError
+from featsim.errors import ConfigError, reject_unknown_keys
 
 MEMBER_COLUMNS = ("latent", "n_matches", "n_examples", "keywords", "keyword_counts", "top_keyword")
 PAIR_COLUMNS = ("a", "b", "corr", "keywords_a", "keywords_b", "top_keyword_a", "top_keyword_b", "shared_keywords")
@@ -390,8 +389,11 @@ def _concept_record(concept: Concept) -> dict:
 
 def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_path, out_path, variant_config: dict,
                         correlation_config: dict, min_latents: int, pairing: str, labels_a_path=None,
-                        labels_b_path=None, ids: dict | None = None, split=None) -> ConceptPairs:
-    """The `concept_pairs` target: pairs inside one concept for one layer cell; status and reason in provenance."""
+                        labels_b_path=None, ids: dict | None = None, split=None, rows=None) -> ConceptPairs:
+    """The `concept_pairs` target: pairs inside one concept for one layer cell; status and reason in provenance.
+
+    Correlates over `rows` when given (featsim.alignment.comparison_rows: aligned row pairs), else over the
+    pairing rows of `split`."""
     from featsim.correlate import CorrelationConfig
     from featsim.pairing import PairingVariant
     from featsim.provenance import make_provenance, write_parquet
@@ -399,7 +401,7 @@ def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_pa
 
     key = f"pairings.{pairing}"
     variant = PairingVariant.from_config(variant_config, key=key)
-    correlation = CorrelationConfig.from_dict(correlation_config)
+    correlation = CorrelationConfig.from_config(correlation_config)
     label_columns = ["latent", "top_tokens", "top_token_ids"]
     labels_a = pd.read_parquet(labels_a_path, columns=label_columns) if labels_a_path else None
     labels_b = pd.read_parquet(labels_b_path, columns=label_columns) if labels_b_path else None
@@ -407,7 +409,7 @@ def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_pa
                            pd.read_parquet(members_b_path), variant, top_k=correlation.top_k,
                            min_active=correlation.min_active, min_latents=min_latents, device=correlation.device,
                            block_latents=correlation.block_latents, labels_a=labels_a, labels_b=labels_b, key=key,
-                           rows=split.pair_selection if split is not None else None)
+                           rows=rows if rows is not None else split.pair_selection if split is not None else None)
     provenance = make_provenance({"pairing": variant_config, "correlation": correlation_config,
                                   "min_latents": min_latents}, kind="concept_pairs", **(ids or {}),
                                  semantic=result.info, split=split.describe() if split is not None else None)
@@ -436,35 +438,33 @@ def write_concept_score(pairs_path, decoder_a_path, decoder_b_path, concept_path
     from featsim.concepts import load_concept
     from featsim.provenance import make_provenance
     from featsim.multiple_testing import DEFAULT_ALPHA
-    from featsim.scoring import NULL_DEFAULTS, cell_seed, load_decoder, write_score
+    from featsim.scoring import NullConfig, cell_seed, load_decoder, write_score
 
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     identity = dict(identity or {})
-    null_config = {**NULL_DEFAULTS, **dict(null_config or {})}
-    seed = cell_seed(null_config["seed"], "semantic", identity.get("comparison"), identity.get("concept"),
+    null_config = NullConfig.from_config(null_config)
+    seed = cell_seed(null_config.seed, "semantic", identity.get("comparison"), identity.get("concept"),
                      identity.get("pairing"), f"A{identity.get('layer_a')}_B{identity.get('layer_b')}")
     table, info = read_concept_pairs(pairs_path)
     concept = load_concept(concept_path)
     record, null = score_concept(table, info, load_decoder(decoder_a_path), load_decoder(decoder_b_path), metric,
-                                 int(null_config["permutations"]), seed, options, concept,
-                                 device=null_config["device"], precision=null_config["precision"], threads=threads,
-                                 alpha=alpha)
-    record["base_seed"] = int(null_config["seed"])
-    provenance = make_provenance({"null": null_config, "metric": metric, "metric_options": dict(options or {}),
+                                 int(null_config.permutations), seed, options, concept,
+                                 device=null_config.device, precision=null_config.precision, threads=threads,
+                                 sequential_h=null_config.sequential_h, alpha=alpha)
+    record["base_seed"] = int(null_config.seed)
+    provenance = make_provenance({"null": asdict(null_config), "metric": metric, "metric_options": dict(options or {}),
                                   "concept": _concept_record(concept), "alpha": alpha},
                                  kind="semantic_score", **identity, metric=metric, pairs_file=str(pairs_path))
     write_score(json_path, null_path, record, null, provenance)
     return record
 
 
-def write_accuracy(labels_path, member_paths, concept_paths, categories_path, out_path, min_examples: int,
+def write_accuracy(labels_path, member_paths, concept_paths, corpus_dir, out_path, min_examples: int,
                    min_fraction: float, ids: dict | None = None) -> dict:
     """The `semantic_accuracy` target: membership precision/recall against the toy word -> category map."""
-    import json
-    from pathlib import Path
-
     from featsim.concepts import load_concept
     from featsim.provenance import make_provenance, read_parquet_provenance, write_json
+    from featsim.toy.corpus import read_categories
 
     concepts = {concept.id: concept for concept in map(load_concept, concept_paths)}
     members = {}
@@ -474,7 +474,7 @@ def write_accuracy(labels_path, member_paths, concept_paths, categories_path, ou
             raise ValueError(f"members file {path} is of concept {concept_id!r}, which is not among the concept "
                              f"files {sorted(concepts)}; rebuild it with the concept_members rule")
         members[concept_id] = pd.read_parquet(path)
-    categories = json.loads(Path(categories_path).read_text())
+    categories = read_categories(corpus_dir)
     labels = pd.read_parquet(labels_path, columns=["latent", "top_words"])
     accuracy = assignment_accuracy(members, categories, labels, concepts, min_examples, min_fraction)
     provenance = make_provenance({"min_examples": min_examples, "truth_min_fraction": min_fraction,
@@ -513,22 +513,27 @@ class ConceptCell:
 def score_concept_cells(cells: list[ConceptCell], concept_path, *, variant_config: dict, correlation_config: dict,
                         min_latents: int, null_config: dict, metric_options: dict, pairing: str,
                         identity: dict, threads: int | None = None, tokens_path=None,
-                        split_config: dict | None = None, alpha: float | None = None) -> list[dict]:
+                        split_config: dict | None = None, alpha: float | None = None, tokens_b_path=None,
+                        alignment_path=None) -> list[dict]:
     """The `semantic_<cmp>` rule: pair and score one concept in every layer cell of one comparison.
 
     One job per (comparison, concept, pairing) keeps the toy run's process count small; each cell is
     computed exactly as a single-cell job would (the seed depends on the cell, not on the job).
-    With `tokens_path` and `split_config`, concept latents are correlated on the pairing rows only.
+    With `tokens_path` and `split_config`, concept latents are correlated on the pairing rows only; with
+    `alignment_path` (a comparison across token stores) on the aligned pairing rows (featsim.alignment).
     """
+    from featsim.alignment import comparison_rows
     from featsim.split import load_split
 
     split = load_split(tokens_path, split_config) if tokens_path is not None else None
+    rows = (comparison_rows(tokens_path, split_config, tokens_b_path, alignment_path)
+            if alignment_path is not None else None)
     records = []
     for cell in cells:
         cell_identity = {**identity, "layer_a": cell.layer_a, "layer_b": cell.layer_b}
         write_concept_pairs(cell.codes_a, cell.codes_b, cell.members_a, cell.members_b, cell.pairs, variant_config,
                             correlation_config, min_latents, pairing, labels_a_path=cell.labels_a,
-                            labels_b_path=cell.labels_b, ids=cell_identity, split=split)
+                            labels_b_path=cell.labels_b, ids=cell_identity, split=split, rows=rows)
         for metric, (json_path, null_path) in cell.scores.items():
             record = write_concept_score(cell.pairs, cell.decoder_a, cell.decoder_b, concept_path, json_path,
                                          null_path, metric, null_config, metric_options.get(metric) or {},

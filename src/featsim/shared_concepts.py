@@ -23,6 +23,20 @@ from featsim.multiple_testing import DEFAULT_ALPHA, WITH_P
 CELL = ["layer_a", "layer_b"]
 COLUMNS = ["x", "y", "scope", "statistic", "pairing", "n_cells", "value_x", "value_y", "null_x", "null_y",
            "significant_x", "significant_y", "separates", "max_p_adjusted", "note"]
+COLUMN_DOCS = {
+    "x": "the comparison that should show shared concepts (e.g. main)",
+    "y": "the comparison it is contrasted with (e.g. control)",
+    "scope": "whole-space, concept-subspace or concept-evidence statistic",
+    "statistic": "the statistic compared",
+    "pairing": "pairing variant",
+    "n_cells": "layer cells compared",
+    "value_x": "median value over cells in x", "value_y": "median value over cells in y",
+    "null_x": "median null mean in x", "null_y": "median null mean in y",
+    "significant_x": "cells significant in x", "significant_y": "cells significant in y",
+    "separates": "yes / partly / no: whether the statistic tells x from y in every cell",
+    "max_p_adjusted": "largest adjusted p of the contrast over cells (tests between comparisons)",
+    "note": "what the statistic can and cannot show",
+}
 
 
 def _verdict(n_separating: int, n_cells: int) -> str:

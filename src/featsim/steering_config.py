@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from featsim.errors import ConfigError
+from featsim.errors import ConfigError, reject_unknown_keys
 
 POSITIONS_LAST = "last"
 TRANSFER_METHODS = ("pairing", "procrustes")
@@ -24,19 +24,20 @@ class SteeringConfig:
     layer_pairs: tuple[tuple[int, int], ...] | None = None  # cells steered (default: every cell of the comparison)
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0)  # multiples of the hook's typical activation norm
     test_alpha: float = 0.5  # the alpha (one of alphas) at which transfer nulls are drawn
-    prompts: int = 32  # held-out token sequences used as prompts
+    prompts: int = 16  # held-out token sequences used as prompts
     prompt_length: int = 16  # tokens of each prompt (its first tokens)
     positions: str | int = POSITIONS_LAST  # "last", or k: every position from k on
-    null_draws: int = 200  # random directions / random pairings per test
+    null_draws: int = 400  # random directions / random pairings per test
     transfer: tuple[str, ...] = TRANSFER_METHODS  # how a vector is carried from A to B
     max_kl: float = 1.0  # nats: a steered run whose mean KL exceeds this broke the model
     agreement_permutations: int = 10000  # label permutations of the concept x concept agreement matrix
+    responders: int = 10  # later-layer latents listed per model and tested for paired overlap (downstream effects)
     seed: int = 0
     batch_size: int = 4096  # steered sequences per forward pass
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
-        for key in ("prompts", "prompt_length", "null_draws", "agreement_permutations", "batch_size"):
+        for key in ("prompts", "prompt_length", "null_draws", "agreement_permutations", "responders", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"steering.{key}", f"must be a positive integer, got {value!r}")
@@ -56,8 +57,6 @@ class SteeringConfig:
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> "SteeringConfig":
         """Build from the `steering` config slice; unknown keys are an error."""
-        from featsim.config import reject_unknown_keys
-
         values = dict(values or {})
         reject_unknown_keys(values, cls.__dataclass_fields__, "steering")
         for key in ("comparisons", "concepts", "alphas", "transfer"):

@@ -16,7 +16,8 @@ def _cells(table: pd.DataFrame) -> list[tuple[int, int]]:
 
 def effects_figure(summary: pd.DataFrame, test_alpha: float, comparison: str) -> Figure:
     """Per cell (columns): top, A's self-steering KL per concept against the random-direction null's 95%
-    quantile; bottom, the transfer agreement per concept and method with the null's mean..95% band."""
+    quantile; bottom, the transfer agreement per concept and method with the null's mean..95% band: the
+    specific agreement (whitened signatures) where the summary has it, else the raw one."""
     rows = summary[summary["alpha"] == test_alpha]
     cells = _cells(rows) or [(0, 0)]
     figure = Figure(figsize=(4.2 * len(cells), 6.4), layout="constrained")
@@ -36,11 +37,14 @@ def effects_figure(summary: pd.DataFrame, test_alpha: float, comparison: str) ->
         top.set_ylabel("mean KL (nats)")
         for offset, (method, marker) in zip((-0.15, 0.15), METHOD_MARKERS.items()):
             moved = cell[cell["method"] == method].set_index("concept").reindex(concepts)
-            if moved["transfer_agreement"].notna().any():
-                bottom.vlines(x + offset, moved["transfer_null_mean"], moved["transfer_null_q95"], color="grey", lw=4,
-                              alpha=0.5)
-                bottom.scatter(x + offset, moved["transfer_agreement"], marker=marker, zorder=3,
-                               label=f"{method} (null mean..95% in grey)")
+            specific = "transfer_agreement_specific" in moved and moved["transfer_agreement_specific"].notna().any()
+            value, null_mean, null_q95 = (("transfer_agreement_specific", "transfer_specific_null_mean",
+                                           "transfer_specific_null_q95") if specific else
+                                          ("transfer_agreement", "transfer_null_mean", "transfer_null_q95"))
+            if moved[value].notna().any():
+                bottom.vlines(x + offset, moved[null_mean], moved[null_q95], color="grey", lw=4, alpha=0.5)
+                bottom.scatter(x + offset, moved[value], marker=marker, zorder=3,
+                               label=f"{method}{' specific' if specific else ''} (null mean..95% in grey)")
         bottom.axhline(0, color="black", lw=0.5)
         bottom.set_title(f"A L{la} -> B L{lb}: transferred effect", fontsize=9)
         bottom.set_ylabel("agreement with A's effect (r)")
@@ -78,4 +82,36 @@ def matrix_figure(agreements: list[dict], test_alpha: float, comparison: str) ->
                            f"diag - off = {entry['dominance']:.3f}, p = {entry['dominance_p']:.3g}", fontsize=8)
             figure.colorbar(image, ax=axis, shrink=0.7)
     figure.suptitle(f"{comparison}: concept x concept agreement (alpha {test_alpha} x norm)", fontsize=10)
+    return figure
+
+
+def downstream_figure(downstream: pd.DataFrame, comparison: str) -> Figure:
+    """Per steered cell and later cell (columns): the paired overlap of A's and B's later-layer responders per
+    concept and transfer method, with the null transfers' overlap from its mean to its 95% quantile in grey."""
+    groups = sorted({(int(r.layer_a), int(r.layer_b), int(r.later_layer_a), int(r.later_layer_b))
+                     for r in downstream.itertuples()})
+    figure = Figure(figsize=(4.6 * max(len(groups), 1) + 2.0, 3.6), layout="constrained")
+    axes = figure.subplots(1, max(len(groups), 1), squeeze=False)[0]
+    if not groups:
+        axes[0].set_axis_off()
+        axes[0].set_title("no later cell to read out (steering only at the last compared layers)", fontsize=8)
+    for axis, (la, lb, la2, lb2) in zip(axes, groups):
+        cell = downstream[(downstream["layer_a"] == la) & (downstream["layer_b"] == lb)
+                          & (downstream["later_layer_a"] == la2) & (downstream["later_layer_b"] == lb2)]
+        concepts = sorted(cell["concept"].unique())
+        x = np.arange(len(concepts))
+        for offset, (method, marker) in zip((-0.15, 0.15), METHOD_MARKERS.items()):
+            moved = cell[cell["method"] == method].set_index("concept").reindex(concepts)
+            if moved["overlap"].notna().any():
+                axis.vlines(x + offset, moved["overlap_null_mean"], moved["overlap_null_q95"], color="grey", lw=4,
+                            alpha=0.5)
+                axis.scatter(x + offset, moved["overlap"], marker=marker, zorder=3,
+                             label=f"{method} (null mean..95% in grey)")
+        n = int(cell["n_responders"].max()) if len(cell) else 0
+        axis.set_title(f"steer A L{la} / B L{lb}: top {n} responders at A L{la2} / B L{lb2}", fontsize=9)
+        axis.set_ylabel("paired responders (A-B pairs)")
+        axis.set_xticks(x, concepts, rotation=45, ha="right", fontsize=8)
+    if groups:
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.suptitle(f"{comparison}: downstream feature effects of steering", fontsize=10)
     return figure

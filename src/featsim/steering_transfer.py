@@ -20,14 +20,18 @@ import numpy as np
 import pandas as pd
 
 
-def concept_latents(members_path) -> np.ndarray:
-    """Sorted latent ids a concept holds at one SAE layer.
+def concept_latents(labels_path, concepts) -> dict[str, np.ndarray]:
+    """Concept id -> sorted latent ids labelled with it at one SAE layer.
 
-    The single place that says where concept latents come from: the semantic membership tables
-    (`semantic/members/{model}/L{l}/{concept}.parquet`) until the concept labels of featsim.concept_labels
-    replace them.
+    The single place that says where concept latents come from: the concept labels of
+    featsim.concept_labels (`concepts/labels/{model}/L{l}.parquet`, status `labelled`), which read only
+    the held-out rows and need no pairing: a pairing's junk list reaches steering only through its pairs.
     """
-    return np.unique(pd.read_parquet(members_path, columns=["latent"])["latent"].to_numpy(dtype=np.int64))
+    from featsim.concept_labels import LABELLED
+
+    table = pd.read_parquet(labels_path, columns=["latent", "concept", "status"])
+    labelled = table[table["status"] == LABELLED]
+    return {c: np.unique(labelled.loc[labelled["concept"] == c, "latent"].to_numpy(dtype=np.int64)) for c in concepts}
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -121,12 +125,19 @@ def random_directions(draws: int, width: int, rng: np.random.Generator) -> np.nd
 # ---------------------------------------------------------------- statistics
 
 
-def permutation_p(observed: float, null: np.ndarray) -> float:
-    """(b + 1) / (m + 1), b = null values >= observed (NaN null values count as not exceeding); NaN observed: NaN."""
+TIE_TOLERANCE = 1e-5
+"""Null values this close to the observed one (times max(1, |observed|)) count as ties, i.e. as extreme: the
+effects are float32 and the same vector steered in another batch differs by rounding (a one-latent concept's
+own partner is among its random pairings and must count as a tie, not fall just below)."""
+
+
+def permutation_p(observed: float, null: np.ndarray, tolerance: float = TIE_TOLERANCE) -> float:
+    """(b + 1) / (m + 1), b = null values >= observed up to `tolerance` (NaN null values count as not
+    exceeding); NaN observed: NaN."""
     null = np.asarray(null, dtype=np.float64)
     if not math.isfinite(observed) or null.size == 0:
         return math.nan
-    return float((np.sum(null >= observed) + 1) / (null.size + 1))
+    return float((np.sum(null >= observed - tolerance * max(1.0, abs(observed))) + 1) / (null.size + 1))
 
 
 def null_summary(null: np.ndarray) -> dict:

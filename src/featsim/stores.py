@@ -36,7 +36,7 @@ from featsim.provenance import _jsonable, atomic_path, temp_target
 
 log = logging.getLogger(__name__)
 
-STORE_KINDS = ("tokens", "activations", "codes", "correlation")
+STORE_KINDS = ("tokens", "activations", "codes", "correlation", "alignment")
 DEFAULT_CHUNK_ROWS = 8192
 STORE_FORMAT = 2  # 2: every chunk written and crc32c-checksummed; stores without the attr are format 1
 
@@ -217,16 +217,30 @@ def _row_chunks(n_rows: int, rows: int) -> Iterator[tuple[int, int]]:
 # ---------------------------------------------------------------- tokens
 
 
-def write_tokens(path: str | os.PathLike, tokens: np.ndarray, mask: np.ndarray, attrs: dict | None = None) -> None:
-    """Write token ids [n_seq, ctx] and the keep-mask [n_seq, ctx] (True = counted as data)."""
+SPAN_ARRAYS = {"doc": np.int32, "char_start": np.int32, "char_end": np.int32, "word_end": np.bool_}
+"""Optional per-position arrays of a token store (featsim.tokens.TokenSpans): the document (-1 for BOS,
+separators and padding), the character span [char_start, char_end) in it, and whether the span ends a word."""
+
+
+def write_tokens(path: str | os.PathLike, tokens: np.ndarray, mask: np.ndarray, attrs: dict | None = None,
+                 spans: dict[str, np.ndarray] | None = None) -> None:
+    """Write token ids [n_seq, ctx] and the keep-mask [n_seq, ctx] (True = counted as data); with `spans`
+    also the SPAN_ARRAYS (each [n_seq, ctx]) that character alignment reads."""
     tokens = np.asarray(tokens)
     mask = np.asarray(mask, dtype=bool)
     if tokens.ndim != 2 or tokens.shape != mask.shape:
         raise ValueError(f"tokens {tokens.shape} and mask {mask.shape} must be equal 2-D shapes")
+    if spans is not None and (set(spans) != set(SPAN_ARRAYS)
+                              or any(np.shape(array) != tokens.shape for array in spans.values())):
+        raise ValueError(f"spans must be the arrays {sorted(SPAN_ARRAYS)}, each of shape {tokens.shape}")
     rows = max(1, min(len(tokens), max(1, 2**20 // max(1, tokens.shape[1]))))
     with atomic_store(path, "tokens", attrs) as group:
         create_checked_array(group, "tokens", data=tokens.astype(np.int32), chunks=(rows, tokens.shape[1]))
         create_checked_array(group, "mask", data=mask, chunks=(rows, tokens.shape[1]))
+        for name, dtype in SPAN_ARRAYS.items() if spans is not None else ():
+            create_checked_array(group, name, data=np.asarray(spans[name]).astype(dtype), chunks=(rows, tokens.shape[1]))
+        if spans is not None:
+            group.attrs["spans"] = True
         group.attrs.update({"n_sequences": int(tokens.shape[0]), "context_length": int(tokens.shape[1]),
                             "n_unmasked": int(mask.sum())})
 
@@ -270,6 +284,19 @@ class TokenStore:
                 raise damaged(self.path, "tokens", f"negative token ids in sequences {start}..{stop - 1}")
             yield start, tokens, read_checked(self.path, self.group, "tokens", "mask", slice(start, stop))
 
+    @property
+    def has_spans(self) -> bool:
+        """Whether the store holds character spans (SPAN_ARRAYS), as stores made for alignment do."""
+        return bool(self.group.attrs.get("spans", False))
+
+    def read_spans(self) -> dict[str, np.ndarray]:
+        """The SPAN_ARRAYS, flattened to [n_seq * ctx] (row-major, like `unmasked_positions`)."""
+        if not self.has_spans:
+            raise StoreKindError(f"{self.path} holds no character spans (it was made without alignment); rebuild "
+                                 "it from a config whose comparisons declare `align`")
+        return {name: read_checked(self.path, self.group, "tokens", name, slice(None)).reshape(-1)
+                for name in SPAN_ARRAYS}
+
     def unmasked_positions(self) -> np.ndarray:
         """Flat indices into [n_seq * ctx] of the rows that activation/code stores hold."""
         parts = [np.flatnonzero(mask_block.ravel()) + start * self.context_length
@@ -286,7 +313,10 @@ def open_tokens(path: str | os.PathLike) -> TokenStore:
     path = Path(path)
     group = open_store(path, "tokens")
     shape = tuple(int(recorded(path, group, "tokens", key)) for key in ("n_sequences", "context_length"))
-    check_arrays(path, group, "tokens", {"tokens": (shape, np.int32), "mask": (shape, np.bool_)})
+    expected = {"tokens": (shape, np.int32), "mask": (shape, np.bool_)}
+    if group.attrs.get("spans", False):
+        expected.update({name: (shape, dtype) for name, dtype in SPAN_ARRAYS.items()})
+    check_arrays(path, group, "tokens", expected)
     return TokenStore(path, group)
 
 

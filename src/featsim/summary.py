@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -24,7 +25,8 @@ import pandas as pd
 
 from featsim.multiple_testing import (DEFAULT_ALPHA, STATUSES, WITH_P, adjust_pvalues, smallest_adjusted_p,
                                      underpowered_reason)
-from featsim.provenance import atomic_path, make_provenance, write_json
+from featsim.layout import PROVENANCE, cell_name, sibling
+from featsim.provenance import atomic_path, write_table
 
 ALPHA = DEFAULT_ALPHA
 """Default adjusted-p level behind the `significant` column (config `alpha`)."""
@@ -36,7 +38,6 @@ STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 CORRECTIONS = ("holm", "bh")
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
-CELL_NAME = re.compile(r"^A(?P<layer_a>\d+)_B(?P<layer_b>\d+)$")
 
 SCORE_COLUMNS = [
     "comparison", "pairing", "metric", "cell", "layer_a", "layer_b", "status", "reason",
@@ -52,6 +53,10 @@ DIAGNOSTIC_COLUMNS = {  # summary column -> key of the pairs' A{la}_B{lb}.diagno
     "coverage_b": "coverage_b",
 }
 PAIR_COLUMNS = list(DIAGNOSTIC_COLUMNS) + ["filter_counts"]
+TAIL_COLUMNS = ["null_mean_exact", "null_std_exact", "z_exact", "null_skew", "p_tail", "p_tail_adjusted",
+                "significant_tail", "p_cantelli", "tail_method", "tail_flags", "max_permutations", "sequential_h"]
+"""Columns beside the permutation p (featsim.null_moments, featsim.null_tail): always last, so the
+columns before them read as they did before these existed."""
 SEMANTIC_EXTRA = ["concept", "concept_name", "n_latents_a", "n_latents_b", "n_pairs_sharing_keyword", "keywords",
                   "top_keywords_a", "top_keywords_b"]
 
@@ -94,6 +99,22 @@ COLUMN_DOCS = {
     "n_latents_a": "latents of model a in the concept",
     "n_latents_b": "latents of model b in the concept",
     "score_config_hash": "config hash recorded in the score json's provenance",
+    "null_mean_exact": "exact mean of the metric over all n! re-pairings (closed form: cka, cka_unbiased, rsa, "
+                       "mutual_knn; empty for svcca, procrustes)",
+    "null_std_exact": "exact standard deviation over all n! re-pairings (same metrics)",
+    "z_exact": "(observed - null_mean_exact) / null_std_exact",
+    "null_skew": "skewness of the null draws (about the exact mean and sd when known)",
+    "p_tail": "Pearson III tail probability at the observed score, fitted to the null's mean, sd and skewness "
+              "(exact mean/sd where known): an approximation that resolves p below 1/(m+1); p_value stays the test",
+    "p_tail_adjusted": "p_tail adjusted within `family` per `correction` (p_value stands in where a cell has "
+                       "no p_tail)",
+    "significant_tail": "status scored or underpowered and p_tail_adjusted < alpha: significant by the moment-matched "
+                        "tail, not by the permutation count",
+    "p_cantelli": "Cantelli bound 1/(1+z_exact^2) for z_exact > 0, else 1: a valid p from the exact moments alone",
+    "tail_method": "how p_tail was fitted: pearson3_exact_moments or pearson3_sample_moments",
+    "tail_flags": "p_tail_underflow (below float64 range, floored) or p_tail_beyond_support, ';'-joined",
+    "max_permutations": "null draws allowed (null.permutations); n_permutations is the draws made",
+    "sequential_h": "Besag-Clifford stopping after h exceedances (null.sequential_h; empty: fixed m draws)",
     "mean_corr_before": "mean max-correlation: each live B latent's best A partner, before the pairing's filters",
     "mean_corr_after": "mean correlation of the kept pairs",
     "mean_best_corr_a": "mean max-correlation of live A latents (best B partner)",
@@ -103,19 +124,20 @@ COLUMN_DOCS = {
 }
 
 
-def parse_cell(path: str | os.PathLike) -> tuple[int, int]:
-    """(layer_a, layer_b) from a file named `A{la}_B{lb}.<ext>` (score json, pairs, diagnostics)."""
-    stem = Path(path).name.split(".")[0]
-    match = CELL_NAME.match(stem)
-    if match is None:
-        raise ValueError(f"{path}: file name must start with A<layer_a>_B<layer_b> (e.g. A0_B1.json)")
-    return int(match["layer_a"]), int(match["layer_b"])
+def record_identity(record: Mapping, path: str | os.PathLike, *keys: str) -> tuple:
+    """Identity fields (e.g. layer_a, layer_b, metric) of a result json, from the provenance it was written with."""
+    provenance = record.get("provenance") or {}
+    missing = [key for key in keys if key not in provenance]
+    if missing:
+        raise ValueError(f"{path}: its provenance lacks {missing}; it was written by an older featsim, rebuild it "
+                         f"(snakemake -f {path})")
+    return tuple(provenance[key] for key in keys)
 
 
-def null_path(score_path: str | os.PathLike) -> Path:
-    """The `.null.npy` with the null draws beside a score json."""
-    path = Path(score_path)
-    return path.with_name(path.name[: -len(".json")] + ".null.npy")
+def record_cell(record: Mapping, path: str | os.PathLike) -> tuple[int, int]:
+    """(layer_a, layer_b) of a score, pairs-diagnostics or concept-score json, from its provenance."""
+    layer_a, layer_b = record_identity(record, path, "layer_a", "layer_b")
+    return int(layer_a), int(layer_b)
 
 
 def _optional_float(value) -> float:
@@ -128,11 +150,12 @@ def read_score(path: str | os.PathLike) -> dict:
     status = record.get("status")
     if status not in STATUSES:
         raise ValueError(f"{path}: status must be one of {', '.join(STATUSES)}, got {status!r}")
-    layer_a, layer_b = parse_cell(path)
+    layer_a, layer_b = record_cell(record, path)
+    (metric,) = record_identity(record, path, "metric")
     n_permutations = record.get("n_permutations")
     row = {
-        "metric": record.get("metric") or Path(path).parent.name,
-        "cell": f"A{layer_a}_B{layer_b}",
+        "metric": metric,
+        "cell": cell_name(layer_a, layer_b),
         "layer_a": layer_a,
         "layer_b": layer_b,
         "status": status,
@@ -150,6 +173,7 @@ def read_score(path: str | os.PathLike) -> dict:
         "k_b": _optional_float(record.get("k_b")),
         "flags": ";".join(record.get("flags") or []),
         "score_config_hash": (record.get("provenance") or {}).get("config_hash"),
+        **_tail_columns(record),
     }
     if "concept" in record:
         row.update(_concept_columns(record))
@@ -163,6 +187,16 @@ def read_score(path: str | os.PathLike) -> dict:
     return row
 
 
+def _tail_columns(record: Mapping) -> dict:
+    """The TAIL_COLUMNS a score json carries (empty or NaN for records written before they existed)."""
+    columns = {key: _optional_float(record.get(key))
+               for key in ("null_mean_exact", "null_std_exact", "z_exact", "null_skew", "p_tail", "p_cantelli",
+                           "max_permutations", "sequential_h")}
+    columns["tail_method"] = record.get("tail_method") or ""
+    columns["tail_flags"] = ";".join(record.get("tail_flags") or [])
+    return columns
+
+
 def _p_min(record: Mapping, status: str, n_permutations) -> float:
     """The record's p_min; records written before p_min existed get 1/(m+1)."""
     if status not in WITH_P:
@@ -170,12 +204,6 @@ def _p_min(record: Mapping, status: str, n_permutations) -> float:
     if record.get("p_min") is not None:
         return float(record["p_min"])
     return 1.0 / (n_permutations + 1) if n_permutations else math.nan
-
-
-def diagnostics_path(pairs_path: str | os.PathLike) -> Path:
-    """The `A{la}_B{lb}.diagnostics.json` beside a pairs parquet."""
-    path = Path(pairs_path)
-    return path.with_name(path.name.split(".")[0] + ".diagnostics.json")
 
 
 def _counts_text(counts: Mapping | None) -> str:
@@ -208,8 +236,8 @@ def read_pair_diagnostics(path: str | os.PathLike) -> dict:
 
 def diagnostics_row(path: str | os.PathLike) -> dict:
     """The summary columns taken from one layer pair's pairing diagnostics."""
-    layer_a, layer_b = parse_cell(path)
     record = read_pair_diagnostics(path)
+    layer_a, layer_b = record_cell(record, path)
     row = {"layer_a": layer_a, "layer_b": layer_b}
     row.update({column: _optional_float(record[key]) for column, key in DIAGNOSTIC_COLUMNS.items()})
     row["filter_counts"] = ";".join(f"{step['step']}:{step['n_pairs']}" for step in record.get("filter_counts", []))
@@ -249,7 +277,7 @@ def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"config key 'alpha': must be in (0, 1), got {alpha!r}")
     table = table.copy()
-    for column in ("p_holm", "p_bh", "p_min_adjusted"):
+    for column in ("p_holm", "p_bh", "p_min_adjusted", "p_tail_adjusted"):
         table[column] = np.nan
     table["family"] = ""
     table["family_size"] = 0
@@ -265,6 +293,8 @@ def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction:
             table.loc[tested, "p_bh"] = adjust_pvalues(p_values, method="bh")
             table.loc[tested, "p_min_adjusted"] = smallest_adjusted_p(table.loc[tested, "p_min"].to_numpy(float),
                                                                       method=correction)
+            table.loc[tested, "p_tail_adjusted"] = adjust_pvalues(_tail_or_permutation_p(table.loc[tested]),
+                                                                  method=correction)
     table["correction"] = correction
     table["p_adjusted"] = table["p_holm" if correction == "holm" else "p_bh"]
     weak = table["status"].isin(WITH_P) & ~(table["p_min_adjusted"] < alpha)
@@ -272,81 +302,96 @@ def adjust_families(table: pd.DataFrame, family_keys: Sequence[str], correction:
         row = table.loc[index]
         table.loc[index, "status"] = "underpowered"
         table.loc[index, "reason"] = underpowered_reason(
-            float(row["p_min"]), alpha, int(row["n_pairs"]), int(row["n_permutations"]),
+            float(row["p_min"]), alpha, int(row["n_pairs"]), _draws_allowed(row),
             p_min_adjusted=float(row["p_min_adjusted"]), correction=CORRECTION_NAMES[correction],
             family_size=int(row["family_size"]))
     table["significant"] = (table["status"] == "scored") & (table["p_adjusted"] < alpha)
+    table["significant_tail"] = table["status"].isin(WITH_P) & (table["p_tail_adjusted"] < alpha)
     return table
 
 
+def _draws_allowed(row: pd.Series) -> int:
+    """The null draws a cell was allowed (max_permutations; n_permutations for older records)."""
+    allowed = row.get("max_permutations", math.nan)
+    return int(allowed) if np.isfinite(allowed) else int(row["n_permutations"])
+
+
+def _tail_or_permutation_p(tested: pd.DataFrame) -> np.ndarray:
+    """Each tested cell's p_tail, or its permutation p where it has none (an exact null, a null at rounding
+    level, a record written before p_tail existed), so the tail family holds every tested cell."""
+    p_tail = tested["p_tail"].to_numpy(float) if "p_tail" in tested else np.full(len(tested), np.nan)
+    return np.where(np.isfinite(p_tail), p_tail, tested["p_value"].to_numpy(float))
+
+
 def _ordered(table: pd.DataFrame, columns: Sequence[str], sort_by: Sequence[str]) -> pd.DataFrame:
-    extra = [c for c in table.columns if c not in columns]
+    extra = [c for c in table.columns if c not in columns and c not in TAIL_COLUMNS]
+    extra += [c for c in TAIL_COLUMNS if c in table.columns]
     return table[[c for c in columns if c in table.columns] + extra].sort_values(list(sort_by)).reset_index(drop=True)
 
 
-def summarize_scores(score_paths: Iterable[str | os.PathLike], diagnostics_paths: Iterable[str | os.PathLike],
-                     comparison: str, pairing: str, correction: str, alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per (layer pair, metric) of a comparison/pairing, adjusted across each metric's layer grid.
+@dataclass(frozen=True)
+class Scope:
+    """How one kind of score file is summarised: whole-space cells or concept subspaces of cells."""
 
-    `diagnostics_paths` are the pairs' `A{la}_B{lb}.diagnostics.json` files; their mean correlations
-    before/after the filters are joined on the layer pair.
+    label: str  # the overview's `scope` column and the HTML title
+    family: str  # what one multiple-testing family adjusts over (per comparison, pairing and metric)
+    columns: tuple[str, ...]
+    sort_by: tuple[str, ...]
+    pair_columns: bool  # joins the pairing diagnostics of each layer pair
+
+
+SCOPES = {
+    "whole": Scope("whole space", "layer pairs", tuple(SCORE_COLUMNS + PAIR_COLUMNS), ("metric", "layer_a", "layer_b"),
+                   pair_columns=True),
+    "concept": Scope("concepts", "concepts x layer pairs",
+                     tuple(SCORE_COLUMNS[:3] + ["concept"] + SCORE_COLUMNS[3:] + SEMANTIC_EXTRA[1:]),
+                     ("metric", "concept", "layer_a", "layer_b"), pair_columns=False),
+}
+"""Whole-space scores (scores/...) and concept-subspace scores (semantic/...) go through the same summary."""
+
+
+def summarize(score_paths: Iterable[str | os.PathLike], diagnostics_paths: Iterable[str | os.PathLike],
+              comparison: str, pairing: str, correction: str, alpha: float = ALPHA, scope: str = "whole") -> pd.DataFrame:
+    """One row per scored cell of a comparison/pairing (per layer pair and metric, and per concept in the
+    concept scope), with p adjusted across each metric's family (SCOPES[scope].family).
+
+    `diagnostics_paths` (whole scope) are the pairs' diagnostics jsons; their mean correlations before/after the
+    filters are joined on the layer pair.
     """
+    shape = SCOPES[scope]
     rows = [read_score(path) for path in score_paths]
     if not rows:
-        raise ValueError(f"no score files for comparison '{comparison}', pairing '{pairing}'")
+        raise ValueError(f"no {shape.label} score files for comparison '{comparison}', pairing '{pairing}'")
+    if scope == "concept":
+        missing = [row["cell"] for row in rows if "concept" not in row]
+        if missing:
+            raise ValueError(f"concept score files for cells {missing[:3]} lack the 'concept' key; rebuild them")
     table = pd.DataFrame(rows)
     table.insert(0, "comparison", comparison)
     table.insert(1, "pairing", pairing)
-    diagnostics = [diagnostics_row(path) for path in diagnostics_paths]
-    if diagnostics:
-        table = table.merge(pd.DataFrame(diagnostics), on=["layer_a", "layer_b"], how="left")
-    else:
-        for key in PAIR_COLUMNS:
-            table[key] = np.nan if key != "filter_counts" else ""
-    table = adjust_families(table, ["comparison", "pairing", "metric"], correction, over="layer pairs", alpha=alpha)
-    return _ordered(table, SCORE_COLUMNS + PAIR_COLUMNS, ["metric", "layer_a", "layer_b"])
-
-
-def summarize_semantic(semantic_paths: Iterable[str | os.PathLike], comparison: str, pairing: str,
-                       correction: str, alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per (layer pair, concept, metric), adjusted across each metric's concept x layer grid."""
-    rows = [read_score(path) for path in semantic_paths]
-    if not rows:
-        raise ValueError(f"no semantic score files for comparison '{comparison}', pairing '{pairing}'")
-    missing = [row["cell"] for row in rows if "concept" not in row]
-    if missing:
-        raise ValueError(f"semantic score files for cells {missing[:3]} lack the 'concept' key; rebuild them")
-    table = pd.DataFrame(rows)
-    table.insert(0, "comparison", comparison)
-    table.insert(1, "pairing", pairing)
-    table = adjust_families(table, ["comparison", "pairing", "metric"], correction,
-                            over="concepts x layer pairs", alpha=alpha)
-    columns = SCORE_COLUMNS[:3] + ["concept"] + SCORE_COLUMNS[3:] + SEMANTIC_EXTRA[1:]
-    return _ordered(table, columns, ["metric", "concept", "layer_a", "layer_b"])
-
-
-def provenance_path(csv_path: str | os.PathLike) -> Path:
-    """`<name>.provenance.json` beside `<name>.csv`."""
-    path = Path(csv_path)
-    return path.with_name(path.stem + ".provenance.json")
+    if shape.pair_columns:
+        diagnostics = [diagnostics_row(path) for path in diagnostics_paths]
+        if diagnostics:
+            table = table.merge(pd.DataFrame(diagnostics), on=["layer_a", "layer_b"], how="left")
+        else:
+            for key in PAIR_COLUMNS:
+                table[key] = np.nan if key != "filter_counts" else ""
+    table = adjust_families(table, ["comparison", "pairing", "metric"], correction, over=shape.family, alpha=alpha)
+    return _ordered(table, shape.columns, shape.sort_by)
 
 
 def write_summary(path: str | os.PathLike, table: pd.DataFrame, config_slice: Mapping, **ids) -> None:
     """Write the table as CSV atomically and its provenance + column descriptions beside it."""
     hashes = sorted({h for h in table.get("score_config_hash", pd.Series(dtype=object)).dropna()})
-    record = make_provenance(dict(config_slice), **ids)
-    record["n_rows"] = int(len(table))
-    record["upstream_config_hashes"] = hashes
-    record["columns"] = {c: COLUMN_DOCS[c] for c in table.columns if c in COLUMN_DOCS}
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(provenance_path(path), record)
+    write_table(path, table, dict(config_slice), COLUMN_DOCS, {"upstream_config_hashes": hashes}, **ids)
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     """A summary CSV back as a DataFrame (empty strings kept as '', not NaN)."""
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    for column in ("reason", "flags", "keywords", "top_keywords_a", "top_keywords_b", "family", "filter_counts"):
+    text = ("reason", "flags", "keywords", "top_keywords_a", "top_keywords_b", "family", "filter_counts",
+            "tail_method", "tail_flags")
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={column: str for column in text})
+    for column in text:
         if column in table.columns:
             table[column] = table[column].fillna("").astype(str)
     return table
@@ -414,7 +459,7 @@ def write_summary_target(table: pd.DataFrame, csv_path: str | os.PathLike, html_
                          config_slice: Mapping, **ids) -> None:
     """The summary rules' outputs: the CSV (+ provenance json beside it) and its HTML rendering."""
     write_summary(csv_path, table, config_slice, **ids)
-    provenance = json.loads(provenance_path(csv_path).read_text())
+    provenance = json.loads(sibling(csv_path, PROVENANCE).read_text())
     provenance.pop("columns", None)
     write_html(html_path, summary_html(table, title, provenance))
 
@@ -437,7 +482,7 @@ def comparison_overview(summaries: Mapping[str, pd.DataFrame],
     have none.
     """
     rows = []
-    for scope, tables in (("whole space", summaries), ("concepts", semantic or {})):
+    for scope, tables in ((SCOPES["whole"].label, summaries), (SCOPES["concept"].label, semantic or {})):
         for comparison, table in tables.items():
             for metric, group in table.groupby("metric", sort=False):
                 scored = group[group["status"].isin(WITH_P)]

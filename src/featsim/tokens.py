@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -125,6 +126,9 @@ def lm_tokenizer_source(lm: dict, key: str, exp_dir: str | os.PathLike) -> str:
             raise ConfigError(f"{key}.path", "required when the LM source is local")
         return str(lm["path"])
     if source == "toy":
+        if (lm.get("toy") or {}).get("tokenizer", "word") == "bpe":  # trained with the LM, kept in its directory
+            owner = key.split(".")[1]
+            return str(Path(exp_dir) / "toy" / "lm" / owner / "tokenizer")
         return str(Path(exp_dir) / TOY_TOKENIZER)
     raise ConfigError(f"{key}.source", f"{source!r} is not one of hf, local, toy")
 
@@ -155,8 +159,12 @@ def vocab_compatible(reference: dict[str, int], other: dict[str, int]) -> bool:
 
 
 def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | os.PathLike,
-                           loader: Callable[[str], Any] = load_tokenizer) -> None:
-    """Stop unless every model's LM tokenizer is `vocab_compatible` with the experiment tokenizer."""
+                           loader: Callable[[str], Any] = load_tokenizer, comparisons: dict | None = None) -> None:
+    """Stop unless every model's LM tokenizer is `vocab_compatible` with the experiment tokenizer.
+
+    `models` are the entries that read the experiment's token store; the error names the first comparison
+    (of `comparisons`, the config section) that involves a model with another tokenizer, since declaring
+    `align` on it is the fix."""
     reference = tokenizer.get_vocab()
     checked: dict[str, bool] = {source: True}
     for name in models:
@@ -169,6 +177,14 @@ def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | 
                 raise ConfigError(f"models.{owner}.lm", f"cannot load the tokenizer {model_source} of model '{name}': "
                                                         f"{exc}") from exc
         if not checked[model_source]:
+            involved = [cmp for cmp, entry in (comparisons or {}).items() if name in (entry["a"], entry["b"])]
+            if involved:
+                cmp = involved[0]
+                raise ConfigError(f"comparisons.{cmp}",
+                                  f"compares models with different tokenizers: model '{name}' uses {model_source}, "
+                                  f"whose ids differ from those of the experiment tokenizer {source}; declare "
+                                  f"`align: word` (or token) on comparison '{cmp}' to correlate on "
+                                  "character-aligned positions, or compare models that share a tokenizer")
             raise ConfigError(f"models.{owner}.lm",
                               f"model '{name}' uses tokenizer {model_source}, which gives tokens of the experiment "
                               f"tokenizer {source} other ids (or lacks them); all models of an experiment must share one "
@@ -325,6 +341,50 @@ def tokenized_documents(documents: Iterable[str], tokenizer) -> Iterator[list[in
         yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
 
 
+@dataclass
+class EncodedDocument:
+    """One document's token ids with their character spans [start, end) and word-end flags."""
+
+    index: int  # position in document order
+    ids: list[int]
+    starts: list[int]
+    ends: list[int]
+    word_ends: list[bool]
+
+
+def ends_word(text: str, end: int) -> bool:
+    """Whether a token ending at character `end` ends a word: its last character is no space, and it does not
+    stop inside a run of letters/digits."""
+    return 0 < end and not text[end - 1].isspace() and (
+        end >= len(text) or not (text[end - 1].isalnum() and text[end].isalnum()))
+
+
+def encoded_documents(documents: Iterable[str], tokenizer) -> Iterator[EncodedDocument]:
+    """Token ids of each document with the character spans the (fast) tokenizer reports, no special tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("comparisons.<c>.align", f"character alignment needs a fast tokenizer (offsets); "
+                                                   f"{type(tokenizer).__name__} has none")
+    index = 0
+    batch: list[str] = []
+
+    def encode(texts: list[str]) -> Iterator[EncodedDocument]:
+        nonlocal index
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"]):
+            starts = [int(start) for start, _ in offsets]
+            ends = [int(end) for _, end in offsets]
+            yield EncodedDocument(index, list(ids), starts, ends, [ends_word(text, end) for end in ends])
+            index += 1
+
+    for text in documents:
+        batch.append(text)
+        if len(batch) == TOKENIZE_BATCH:
+            yield from encode(batch)
+            batch = []
+    if batch:
+        yield from encode(batch)
+
+
 # ---------------------------------------------------------------- packing
 
 
@@ -400,16 +460,54 @@ def build_mask(tokens: np.ndarray, is_padding: np.ndarray, dropped_ids: list[int
 
 @dataclass
 class TokenSet:
-    """Rows, mask and the attrs that describe how they were made."""
+    """Rows, mask and the attrs that describe how they were made; `spans` (stores.SPAN_ARRAYS) when asked."""
 
     tokens: np.ndarray  # [n_seq, ctx] int32
     mask: np.ndarray  # [n_seq, ctx] bool, True = data
     attrs: dict
+    spans: dict[str, np.ndarray] | None = None  # each [n_seq, ctx]
+
+
+def _pack_spans(encoded: list[EncodedDocument], packer, n_rows: int, data: DataConfig, prepend: bool,
+                separator: int | None) -> dict[str, np.ndarray]:
+    """The span arrays in the layout of the packed ids: the packers place tokens by document lengths only, so
+    packing each per-token field the same way lines it up with the ids (-1 at BOS, separators, padding)."""
+    bos = -1 if prepend else None
+    sep = -1 if separator is not None else None
+    fields = {"doc": [[doc.index] * len(doc.ids) for doc in encoded], "char_start": [doc.starts for doc in encoded],
+              "char_end": [doc.ends for doc in encoded],
+              "word_end": [[int(flag) for flag in doc.word_ends] for doc in encoded]}
+    spans = {name: packer(iter(lists), n_rows, data.context_length, bos, sep, -1).tokens
+             for name, lists in fields.items()}
+    spans["word_end"] = spans["word_end"] == 1
+    return spans
+
+
+def _recording(documents: Iterable[EncodedDocument], into: list[EncodedDocument]) -> Iterator[list[int]]:
+    """The ids of each document, appending the document to `into` as the packer takes it."""
+    for doc in documents:
+        into.append(doc)
+        yield doc.ids
+
+
+def _rows_for_all(encoded: list[EncodedDocument], data: DataConfig, prepend: bool, separator: int | None) -> int:
+    """Rows that hold every token of `encoded` (with separators) under `data.packing`."""
+    if data.packing == "truncate":
+        return sum(1 for doc in encoded if doc.ids)
+    body = data.context_length - prepend
+    n_stream = sum(len(doc.ids) for doc in encoded) + (len(encoded) - 1) * (separator is not None)
+    return max(1, -(-n_stream // body))
 
 
 def build_token_set(data: DataConfig, tokenizer, tokenizer_source: str, exp_dir: str | os.PathLike,
-                    documents: Iterable[str] | None = None) -> TokenSet:
-    """Tokenize and pack the configured documents; `documents` overrides the configured source (tests)."""
+                    documents: Iterable[str] | None = None, spans: bool = False,
+                    n_documents: int | None = None) -> TokenSet:
+    """Tokenize and pack the configured documents; `documents` overrides the configured source (tests).
+
+    `spans`: also record each position's document and character span (for alignment). `n_documents`: pack
+    exactly the first n documents, in as many rows as they fill (a further tokenizer's store of the documents
+    the experiment store holds), instead of `data.n_tokens` positions.
+    """
     exp_dir = Path(exp_dir)
     ids = special_ids(tokenizer)
     prepend = resolve_prepend_bos(data.prepend_bos, tokenizer)
@@ -417,14 +515,24 @@ def build_token_set(data: DataConfig, tokenizer, tokenizer_source: str, exp_dir:
     pad_id = next(i for i in (ids["eos"], ids["pad"], 0) if i is not None)  # the study padded with EOS
     dropped = masked_token_ids(data.mask, tokenizer)
     docs = documents if documents is not None else DOCUMENT_SOURCES[data.source](data, exp_dir)
-    progress = tqdm(tokenized_documents(docs, tokenizer), desc="tokenizing documents", unit="doc",
-                    file=sys.stderr, mininterval=5.0)
-    packed = PACKERS[data.packing](progress, data.n_rows, data.context_length, ids["bos"] if prepend else None,
-                                   separator, pad_id)
+    packer = PACKERS[data.packing]
+    n_rows = data.n_rows
+    encoded: list[EncodedDocument] = []
+    if spans or n_documents is not None:
+        if n_documents is not None:
+            encoded = list(encoded_documents(islice(docs, n_documents), tokenizer))
+            n_rows = _rows_for_all(encoded, data, prepend, separator)
+            stream: Iterable[list[int]] = (doc.ids for doc in encoded)
+        else:
+            stream = _recording(encoded_documents(docs, tokenizer), encoded)
+    else:
+        stream = tokenized_documents(docs, tokenizer)
+    progress = tqdm(stream, desc="tokenizing documents", unit="doc", file=sys.stderr, mininterval=5.0)
+    packed = packer(progress, n_rows, data.context_length, ids["bos"] if prepend else None, separator, pad_id)
     progress.close()
     if len(packed.tokens) == 0:
         raise ConfigError(f"data.{data.source}", "the documents produced no tokens")
-    if len(packed.tokens) < data.n_rows or packed.is_padding[-1].any():
+    if n_documents is None and (len(packed.tokens) < data.n_rows or packed.is_padding[-1].any()):
         log.warning("documents ran out: %d of %d requested rows (%d padded positions)", len(packed.tokens),
                     data.n_rows, int(packed.is_padding.sum()))
     mask = build_mask(packed.tokens, packed.is_padding, dropped, data.keep_special_tokens)
@@ -444,13 +552,18 @@ def build_token_set(data: DataConfig, tokenizer, tokenizer_source: str, exp_dir:
         "n_tokens_requested": data.n_tokens,
         "seed": data.seed,
     }
-    return TokenSet(packed.tokens, mask, attrs)
+    if not spans:
+        return TokenSet(packed.tokens, mask, attrs)
+    return TokenSet(packed.tokens, mask, attrs, _pack_spans(encoded, packer, n_rows, data, prepend, separator))
 
 
 def make_tokens(out_path: str | os.PathLike, data: dict, models: dict, legacy: dict | None,
-                exp_dir: str | os.PathLike, provenance: dict | None = None) -> dict:
-    """The `tokens` rule: check that all models share the tokenizer, build the token set, write tokens.zarr.
+                exp_dir: str | os.PathLike, provenance: dict | None = None, spans: bool = False,
+                comparisons: dict | None = None) -> dict:
+    """The `tokens` rule: check that the models reading this store share the tokenizer, build the token set,
+    write tokens.zarr (with character spans when `spans`: an aligned comparison reads it).
 
+    `comparisons` (the config section) only names the comparison to fix in a tokenizer error.
     Returns the store's attrs plus `n_sequences` and `n_unmasked`.
     """
     from featsim.stores import write_tokens
@@ -461,11 +574,40 @@ def make_tokens(out_path: str | os.PathLike, data: dict, models: dict, legacy: d
         tokenizer = load_tokenizer(source)
     except OSError as exc:
         raise ConfigError(key, f"cannot load tokenizer {source}: {exc}") from exc
-    check_shared_tokenizer(tokenizer, source, models, exp_dir)
-    token_set = build_token_set(data_cfg, tokenizer, source, exp_dir)
+    check_shared_tokenizer(tokenizer, source, models, exp_dir, comparisons=comparisons)
+    token_set = build_token_set(data_cfg, tokenizer, source, exp_dir, spans=spans)
     attrs = {**(provenance or {}), **token_set.attrs}
-    write_tokens(out_path, token_set.tokens, token_set.mask, attrs)
+    write_tokens(out_path, token_set.tokens, token_set.mask, attrs, spans=token_set.spans)
     summary = {**attrs, "n_sequences": int(token_set.tokens.shape[0]), "n_unmasked": int(token_set.mask.sum())}
     log.info("wrote %s: %d rows x %d, %d unmasked positions, tokenizer %s (vocab %s)", out_path,
              *token_set.tokens.shape, summary["n_unmasked"], source, attrs["vocab_hash"])
+    return summary
+
+
+def make_further_tokens(out_path: str | os.PathLike, data: dict, lm: dict, owner: str, legacy: dict | None,
+                        exp_dir: str | os.PathLike, experiment_tokens: str | os.PathLike,
+                        provenance: dict | None = None) -> dict:
+    """The `tokens_further` rule: the documents of the experiment store, tokenized with the tokenizer of the LM
+    of model entry `owner` (its own store, with character spans), in as many rows as they fill.
+
+    The experiment store (made with spans) says how many documents it read; this store holds every token of
+    those documents, so each character offset the experiment store ends a token at can be looked up here.
+    """
+    from featsim.stores import open_tokens, write_tokens
+
+    reference = open_tokens(experiment_tokens)
+    n_documents = int(reference.read_spans()["doc"].max()) + 1
+    data_cfg = DataConfig.from_config(data, legacy)
+    key = f"models.{owner}.lm"
+    source = lm_tokenizer_source(lm, key, exp_dir)
+    try:
+        tokenizer = load_tokenizer(source)
+    except OSError as exc:
+        raise ConfigError(key, f"cannot load tokenizer {source}: {exc}") from exc
+    token_set = build_token_set(data_cfg, tokenizer, source, exp_dir, spans=True, n_documents=n_documents)
+    attrs = {**(provenance or {}), **token_set.attrs, "store_of": owner, "documents_of": str(experiment_tokens)}
+    write_tokens(out_path, token_set.tokens, token_set.mask, attrs, spans=token_set.spans)
+    summary = {**attrs, "n_sequences": int(token_set.tokens.shape[0]), "n_unmasked": int(token_set.mask.sum())}
+    log.info("wrote %s: %d rows x %d, %d unmasked positions from %d documents, tokenizer %s (vocab %s)", out_path,
+             *token_set.tokens.shape, summary["n_unmasked"], n_documents, source, attrs["vocab_hash"])
     return summary

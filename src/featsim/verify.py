@@ -45,7 +45,14 @@ def _read_everything(path: Path, kind: str) -> None:
         for _ in open_acts(path).iter_chunks():
             pass
     elif kind == "tokens":
-        open_tokens(path).unmasked_positions()
+        store = open_tokens(path)
+        store.unmasked_positions()
+        if store.has_spans:
+            store.read_spans()
+    elif kind == "alignment":
+        from featsim.alignment import open_alignment
+
+        open_alignment(path)
     elif kind == "correlation":
         from featsim.correlation_result import open_correlation
 

@@ -2,9 +2,9 @@
 
 import logging
 
+from featsim.alignment import comparison_rows
 from featsim.browser import BrowserSettings, build_browser
 from featsim.rulelog import rule_log
-from featsim.split import load_split
 from featsim.stores import open_codes
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -14,8 +14,8 @@ log = logging.getLogger("browser")
 wc = sm.wildcards
 entry = sm.params.comparison
 title = f"{wc.cmp} / {wc.pairing}: {entry['a']} layer {wc.la} vs {entry['b']} layer {wc.lb}"
-split = load_split(sm.input.tokens, dict(sm.params.split))
+rows = comparison_rows(sm.input.tokens, dict(sm.params.split), sm.input.get("tokens_b"), sm.input.get("alignment"))
 listed = build_browser(sm.input.pairs, sm.input.labels_a, sm.input.labels_b, open_codes(sm.input.codes_a),
                        open_codes(sm.input.codes_b), sm.output.html, sm.output.scatter,
-                       BrowserSettings.from_config(sm.params.browser), title, rows=split.pair_selection)
+                       BrowserSettings.from_config(sm.params.browser), title, rows=rows)
 log.info("%s: listed %d pairs", title, len(listed))

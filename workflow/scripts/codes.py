@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from featsim.layout import experiment_dir
 from featsim.provenance import make_provenance
 from featsim.saes import make_codes
 from featsim.rulelog import rule_log
@@ -18,7 +19,7 @@ wc, params = sm.wildcards, sm.params
 out = Path(sm.output.codes)
 config_slice = {"sae": params.sae, "activation": params.activation, "legacy": params.legacy}
 meta = make_codes(sm.input.acts, wc.model, int(wc.layer), params.sae, params.activation, params.legacy,
-                  exp_dir=out.parents[2], out_codes=out, out_decoder=sm.output.decoder, out_meta=sm.output.meta,
+                  exp_dir=experiment_dir(wc.exp), out_codes=out, out_decoder=sm.output.decoder, out_meta=sm.output.meta,
                   device=params.device, provenance=make_provenance(config_slice, experiment=wc.exp, model=wc.model,
                                                                    layer=int(wc.layer), rule="codes"))
 quality = meta["quality"]

@@ -9,7 +9,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
 log = logging.getLogger("concept_labels")
 
-rule = LabelRule.from_semantic(sm.params.rule)
+rule = LabelRule.from_config(sm.params.rule)
 ids = [{"experiment": sm.wildcards.exp, "model": model, "layer": int(layer)} for model, layer in sm.params.model_layers]
 tables = write_concept_labels(sm.input.labels, sm.input.concepts, sm.output.labels, rule, ids)
 for (model, layer), table in zip(sm.params.model_layers, tables):

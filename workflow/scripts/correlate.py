@@ -19,6 +19,7 @@ ids = {"experiment": wc.exp, "comparison": wc.cmp, "model_a": comparison["a"], "
        "layer_a": int(wc.la), "layer_b": int(wc.lb), "rule": sm.rule}
 started = time.perf_counter()
 result = correlate_code_stores(sm.input.codes_a, sm.input.codes_b, sm.output.corr, dict(sm.params.correlation), ids,
-                               tokens_path=sm.input.tokens, split_config=dict(sm.params.split))
+                               tokens_path=sm.input.tokens, split_config=dict(sm.params.split),
+                               tokens_b_path=sm.input.get("tokens_b"), alignment_path=sm.input.get("alignment"))
 log.info("%s layer %s x %s layer %s: %s in %.1f s", comparison["a"], wc.la, comparison["b"], wc.lb,
          result.summary(), time.perf_counter() - started)

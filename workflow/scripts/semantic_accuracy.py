@@ -1,10 +1,8 @@
 """Snakemake script of rule `semantic_accuracy`: concept membership vs the toy corpus's word -> category map."""
 
 import logging
-from pathlib import Path
 
 from featsim.semantic import write_accuracy
-from featsim.toy.corpus import CATEGORIES_FILE
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -13,7 +11,7 @@ log = logging.getLogger("semantic_accuracy")
 
 wc = sm.wildcards
 result = write_accuracy(
-    sm.input.labels, list(sm.input.members), list(sm.input.concepts), Path(sm.input.corpus) / CATEGORIES_FILE,
+    sm.input.labels, list(sm.input.members), list(sm.input.concepts), sm.input.corpus,
     sm.output.accuracy, int(sm.params.min_examples), float(sm.params.truth_min_fraction),
     ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)},
 )

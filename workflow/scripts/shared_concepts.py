@@ -2,9 +2,9 @@
 
 import logging
 
-from featsim.concept_evidence import write_table
+from featsim.provenance import write_table
 from featsim.rulelog import rule_log
-from featsim.shared_concepts import shared_concepts_html, shared_concepts_table
+from featsim.shared_concepts import COLUMN_DOCS, shared_concepts_html, shared_concepts_table
 from featsim.summary import read_summary, write_html
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -20,7 +20,7 @@ contrasts = {pairing: read_summary(path) for pairing, path in zip(p.pairings, sm
 table = shared_concepts_table(p.contrasts, summaries, semantic, agreement, contrasts, p.semantic_pairing,
                               alpha=float(p.alpha))
 write_table(sm.output.table, table, {"contrasts": p.contrasts, "correction": p.correction, "alpha": p.alpha},
-            kind="shared_concepts", experiment=sm.wildcards.exp)
+            COLUMN_DOCS, kind="shared_concepts", experiment=sm.wildcards.exp)
 write_html(sm.output.html, shared_concepts_html(table, alpha=float(p.alpha)))
 for row in table.itertuples():
     log.info("%s vs %s | %s %s (%s): X %.4g, Y %.4g, separates: %s", row.x, row.y, row.scope, row.statistic,

@@ -1,23 +1,27 @@
 """Snakemake script of rules `steering_<cmp>`: steer every concept of every layer cell of one comparison."""
 
 from featsim.rulelog import rule_log
-from featsim.steering_stage import SteeringCell, SteeringSide, run_steering
+from featsim.steering_stage import LaterCell, SteeringCell, SteeringOutputs, SteeringSide, cells_after, run_steering
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
 
-inputs, params, concepts = sm.input, sm.params, list(sm.params.concepts)
+inputs, params, output, concepts = sm.input, sm.params, sm.output, list(sm.params.concepts)
+later = [LaterCell(layer_a=int(la), layer_b=int(lb), meta_a=inputs.later_meta_a[i], meta_b=inputs.later_meta_b[i],
+                   labels_a=inputs.later_labels_a[i], labels_b=inputs.later_labels_b[i], pairs=inputs.later_pairs[i])
+         for i, (la, lb) in enumerate(params.later_cells)]
 cells = [
     SteeringCell(layer_a=int(la), layer_b=int(lb), decoder_a=inputs.decoder_a[i], decoder_b=inputs.decoder_b[i],
-                 meta_a=inputs.meta_a[i], meta_b=inputs.meta_b[i], pairs=inputs.pairs[i],
-                 members={c: inputs.members[i * len(concepts) + j] for j, c in enumerate(concepts)},
-                 outputs={c: sm.output.concepts[i * len(concepts) + j] for j, c in enumerate(concepts)},
-                 agreement=sm.output.agreement[i])
+                 meta_a=inputs.meta_a[i], meta_b=inputs.meta_b[i], pairs=inputs.pairs[i], labels_a=inputs.labels_a[i],
+                 outputs={c: output.concepts[i * len(concepts) + j] for j, c in enumerate(concepts)},
+                 agreement=output.agreement[i], later=cells_after(int(la), int(lb), later))
     for i, (la, lb) in enumerate(params.cells)
 ]
 run_steering(cells, dict(zip(concepts, inputs.concept_files)), SteeringSide(**params.side_a),
              SteeringSide(**params.side_b), inputs.tokens, dict(params.split), dict(params.steering),
              f"results/{sm.wildcards.exp}", {"experiment": sm.wildcards.exp, "comparison": params.comparison,
                                              "pairing": params.pairing},
-             sm.output.summary, sm.output.specificity, sm.output.effects_figure, sm.output.matrix_figure,
-             threads=sm.threads)
+             SteeringOutputs(summary=output.summary, specificity=output.specificity, downstream=output.downstream,
+                             effects_figure=output.effects_figure, matrix_figure=output.matrix_figure,
+                             downstream_figure=output.downstream_figure),
+             significance=float(params.alpha), threads=sm.threads)

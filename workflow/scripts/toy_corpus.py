@@ -6,10 +6,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
 
 from featsim.toy.corpus import ToyCorpusConfig, build_corpus_dir  # noqa: E402
-from featsim.toy.runlog import output_to_log  # noqa: E402
+from featsim.rulelog import rule_log  # noqa: E402
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+rule_log(snakemake.log[0])
 
-with output_to_log(snakemake.log[0]):
-    stats = build_corpus_dir(ToyCorpusConfig.from_dict(dict(snakemake.params.toy)), snakemake.output[0])
-    print(f"toy corpus written to {snakemake.output[0]}: {json.dumps(stats)}", flush=True)
+stats = build_corpus_dir(ToyCorpusConfig.from_config(dict(snakemake.params.toy)), snakemake.output[0])
+print(f"toy corpus written to {snakemake.output[0]}: {json.dumps(stats)}", flush=True)

@@ -2,21 +2,20 @@
 
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
 
-from featsim.provenance import make_provenance  # noqa: E402
+from featsim.provenance import make_provenance, read_directory_provenance  # noqa: E402
 from featsim.toy.lm import ToyLMConfig, train_toy_lm  # noqa: E402
-from featsim.toy.runlog import output_to_log  # noqa: E402
+from featsim.rulelog import rule_log  # noqa: E402
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+rule_log(snakemake.log[0])
 
-with output_to_log(snakemake.log[0]):
-    model = snakemake.wildcards.model
-    lm_toy = dict(snakemake.params.toy)
-    corpus_record = json.loads((Path(snakemake.input.corpus) / "provenance.json").read_text())
-    record = make_provenance(lm_toy, kind="toy_lm", model=model, corpus_config_hash=corpus_record["config_hash"])
-    metrics = train_toy_lm(ToyLMConfig.from_dict(lm_toy, key=f"models.{model}.lm.toy"), snakemake.input.corpus,
-                           snakemake.output[0], threads=snakemake.threads, provenance=record)
-    print(f"toy LM {model} written to {snakemake.output[0]}: {json.dumps(metrics)}", flush=True)
+model = snakemake.wildcards.model
+lm_toy = dict(snakemake.params.toy)
+corpus_record = read_directory_provenance(snakemake.input.corpus)
+record = make_provenance(lm_toy, kind="toy_lm", model=model, corpus_config_hash=corpus_record["config_hash"])
+metrics = train_toy_lm(ToyLMConfig.from_config(lm_toy, key=f"models.{model}.lm.toy"), snakemake.input.corpus,
+                       snakemake.output[0], threads=snakemake.threads, provenance=record)
+print(f"toy LM {model} written to {snakemake.output[0]}: {json.dumps(metrics)}", flush=True)

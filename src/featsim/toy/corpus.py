@@ -10,6 +10,7 @@ word of another category: syntax and function words are kept, concept structure 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from featsim.errors import ConfigError
-from featsim.provenance import atomic_path, make_provenance, write_json
+from featsim.provenance import DIRECTORY_PROVENANCE, atomic_path, make_provenance, write_json
 from featsim.toy.settings import config_from_dict
 
 # Concept categories: every word is a single lowercase token that occurs in no other word class.
@@ -84,7 +85,11 @@ CATEGORIES_FILE = "categories.json"
 PERMUTATION_FILE = "permutation.json"
 LEXICON_FILE = "lexicon.json"
 TOKENIZER_DIR = "tokenizer"
-PROVENANCE_FILE = "provenance.json"
+
+
+def read_categories(corpus_dir: str | Path) -> dict[str, str]:
+    """The ground truth of a toy corpus directory: word -> concept category."""
+    return json.loads((Path(corpus_dir) / CATEGORIES_FILE).read_text())
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class ToyCorpusConfig:
     """Settings of the story generator (config key `data.toy`)."""
 
     CONFIG_KEY: ClassVar[str] = "data.toy"
-    n_stories: int = 16000  # training stories
+    n_stories: int = 12000  # training stories
     n_heldout_stories: int = 1500  # stories never trained on; the analysed tokens come from these
     seed: int = 0
     permutation_seed: int = 1
@@ -104,7 +109,7 @@ class ToyCorpusConfig:
             raise ConfigError(f"{self.CONFIG_KEY}.n_heldout_stories", f"must be >= 1, got {self.n_heldout_stories}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToyCorpusConfig":
+    def from_config(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToyCorpusConfig":
         """Build from the `data.toy` config slice; unknown keys are an error."""
         return config_from_dict(cls, values, key)
 
@@ -247,5 +252,5 @@ def build_corpus_dir(cfg: ToyCorpusConfig, out_dir: str | Path) -> dict[str, Any
     with atomic_path(out_dir) as tmp:
         stats = write_corpus(tmp, cfg.n_stories, cfg.seed, cfg.permutation_seed, cfg.n_heldout_stories)
         build_word_tokenizer(vocabulary()).save_pretrained(str(tmp / TOKENIZER_DIR))
-        write_json(tmp / PROVENANCE_FILE, make_provenance(asdict(cfg), kind="toy_corpus", **stats))
+        write_json(tmp / DIRECTORY_PROVENANCE, make_provenance(asdict(cfg), kind="toy_corpus", **stats))
     return stats

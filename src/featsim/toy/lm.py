@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from featsim.errors import ConfigError
-from featsim.provenance import atomic_path, make_provenance, write_json
+from featsim.provenance import DIRECTORY_PROVENANCE, atomic_path, make_provenance, write_json
 from featsim.toy.corpus import HELDOUT_FILE, HELDOUT_PERMUTED_FILE, TOKENIZER_DIR, TRAIN_FILE, TRAIN_PERMUTED_FILE
 from featsim.toy.sequences import story_rows
 from featsim.toy.reproducible import reproducible_torch
@@ -30,7 +31,6 @@ from featsim.toy.tokenizer import load_word_tokenizer
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
-PROVENANCE_FILE = "provenance.json"
 CORPUS_FILES = {"original": (TRAIN_FILE, HELDOUT_FILE), "permuted": (TRAIN_PERMUTED_FILE, HELDOUT_PERMUTED_FILE)}
 
 
@@ -52,18 +52,24 @@ class ToyLMConfig:
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     eval_rows: int = 512  # held-out rows used for the reported loss
+    tokenizer: str = "word"  # word: the corpus tokenizer | bpe: a subword BPE trained on the training stories
+    bpe_vocab_size: int = 96  # vocabulary of the bpe tokenizer, special tokens included
 
     def __post_init__(self) -> None:
         key = self.CONFIG_KEY
         if self.corpus not in CORPUS_FILES:
             raise ConfigError(f"{key}.corpus", f"must be one of {sorted(CORPUS_FILES)}, got {self.corpus!r}")
+        if self.tokenizer not in ("word", "bpe"):
+            raise ConfigError(f"{key}.tokenizer", f"must be word or bpe, got {self.tokenizer!r}")
+        if self.bpe_vocab_size < 16:
+            raise ConfigError(f"{key}.bpe_vocab_size", f"must be >= 16, got {self.bpe_vocab_size}")
         if self.d_model % self.d_head:
             raise ConfigError(f"{key}.d_model", f"{self.d_model} is not a multiple of d_head={self.d_head}")
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(key, "epochs, batch_size and lr must be positive")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToyLMConfig":
+    def from_config(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToyLMConfig":
         """Build from the `models.<m>.lm.toy` config slice (`key` names it in errors); unknown keys are an error."""
         return config_from_dict(cls, values, key)
 
@@ -74,7 +80,8 @@ class ToyLMConfig:
             "n_heads": self.d_model // self.d_head, "d_mlp": 4 * self.d_model, "n_ctx": self.n_ctx,
             "d_vocab": d_vocab, "act_fn": "gelu", "normalization_type": "LN", "seed": self.seed,
             "default_prepend_bos": True,
-            "model_name": f"featsim-toy-{self.corpus}-d{self.d_model}-l{self.n_layers}-s{self.seed}",
+            "model_name": f"featsim-toy-{self.corpus}-d{self.d_model}-l{self.n_layers}-s{self.seed}"
+                          + (f"-bpe{self.bpe_vocab_size}" if self.tokenizer == "bpe" else ""),
         }
 
 
@@ -133,14 +140,28 @@ def train_toy_lm(cfg: ToyLMConfig, corpus_dir: str | Path, out_dir: str | Path, 
     order, deterministic torch algorithms). `provenance` is the record to store (default: one built
     from `cfg` alone).
     """
-    with reproducible_torch(threads):
-        return _train_toy_lm(cfg, Path(corpus_dir), out_dir, threads, provenance)
+    with reproducible_torch(threads), tempfile.TemporaryDirectory() as scratch:
+        tokenizer_dir = lm_tokenizer_dir(cfg, Path(corpus_dir), Path(scratch))
+        return _train_toy_lm(cfg, Path(corpus_dir), tokenizer_dir, out_dir, threads, provenance)
 
 
-def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, out_dir: str | Path, threads: int,
+def lm_tokenizer_dir(cfg: ToyLMConfig, corpus_dir: Path, scratch: Path) -> Path:
+    """The tokenizer directory of the LM: the corpus tokenizer, or (bpe) one trained on its training stories
+    and saved under `scratch` (the checkpoint keeps a copy)."""
+    if cfg.tokenizer == "word":
+        return corpus_dir / TOKENIZER_DIR
+    from featsim.toy.sequences import read_stories
+    from featsim.toy.tokenizer import build_bpe_tokenizer
+
+    build_bpe_tokenizer(read_stories(corpus_dir / CORPUS_FILES[cfg.corpus][0]), cfg.bpe_vocab_size).save_pretrained(
+        str(scratch / TOKENIZER_DIR))
+    return scratch / TOKENIZER_DIR
+
+
+def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, tokenizer_dir: Path, out_dir: str | Path, threads: int,
                   provenance: dict | None) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
-    tokenizer = load_word_tokenizer(corpus_dir / TOKENIZER_DIR)
+    tokenizer = load_word_tokenizer(tokenizer_dir)
     train_file, heldout_file = CORPUS_FILES[cfg.corpus]
     train_rows = story_rows(tokenizer, corpus_dir / train_file, cfg.n_ctx)  # [n_rows, n_ctx]
     eval_rows = story_rows(tokenizer, corpus_dir / heldout_file, cfg.n_ctx, max_rows=cfg.eval_rows)
@@ -148,7 +169,7 @@ def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, out_dir: str | Path, threa
                           else story_rows(tokenizer, corpus_dir / HELDOUT_FILE, cfg.n_ctx, max_rows=cfg.eval_rows))
 
     transformer_config = cfg.transformer_config(d_vocab=len(tokenizer))
-    model = build_model(transformer_config, corpus_dir / TOKENIZER_DIR)  # seeds torch with cfg.seed
+    model = build_model(transformer_config, tokenizer_dir)  # seeds torch with cfg.seed
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     total_steps = max(1, math.ceil(cfg.epochs * len(train_rows) / cfg.batch_size))
@@ -173,6 +194,8 @@ def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, out_dir: str | Path, threa
     final_loss = heldout_loss(model, eval_rows)
     metrics = {
         "corpus": cfg.corpus,
+        "tokenizer": cfg.tokenizer,
+        "vocab_size": len(tokenizer),
         "steps": total_steps,
         "train_rows": len(train_rows),
         "train_tokens_seen": total_steps * cfg.batch_size * cfg.n_ctx,
@@ -189,9 +212,9 @@ def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, out_dir: str | Path, threa
     }
     record = provenance or make_provenance(asdict(cfg), kind="toy_lm")
     with atomic_path(out_dir) as tmp:
-        save_toy_lm(model, transformer_config, corpus_dir / TOKENIZER_DIR, tmp)
+        save_toy_lm(model, transformer_config, tokenizer_dir, tmp)
         write_json(tmp / METRICS_FILE, metrics)
-        write_json(tmp / PROVENANCE_FILE, record)
+        write_json(tmp / DIRECTORY_PROVENANCE, record)
     return metrics
 
 

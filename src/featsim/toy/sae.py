@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from featsim.errors import ConfigError
-from featsim.provenance import atomic_path, make_provenance, write_json
+from featsim.provenance import DIRECTORY_PROVENANCE, atomic_path, make_provenance, write_json
 from featsim.toy.corpus import HELDOUT_FILE, TRAIN_FILE, TRAIN_PERMUTED_FILE
 from featsim.toy.lm import load_toy_lm
 from featsim.toy.sequences import story_rows
@@ -25,7 +25,6 @@ from featsim.toy.reproducible import reproducible_torch
 from featsim.toy.settings import config_from_dict
 
 METRICS_FILE = "metrics.json"
-PROVENANCE_FILE = "provenance.json"
 SAE_CORPUS_FILES = {"original": TRAIN_FILE, "permuted": TRAIN_PERMUTED_FILE}
 
 
@@ -37,7 +36,7 @@ class ToySAEConfig:
     d_sae: int = 256
     k: int = 8
     seed: int = 0  # SAE initialisation and activation shuffling
-    training_tokens: int = 300_000
+    training_tokens: int = 200_000
     lr: float = 2e-3
     corpus: str = "original"  # text the SAE is trained on: original (the analysed text) | permuted
     train_batch_size_tokens: int = 512
@@ -60,7 +59,7 @@ class ToySAEConfig:
             raise ConfigError(f"{key}.lr_decay_fraction", f"must be in [0, 1), got {self.lr_decay_fraction}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToySAEConfig":
+    def from_config(cls, values: dict[str, Any], key: str = CONFIG_KEY) -> "ToySAEConfig":
         """Build from the `models.<m>.sae.toy` config slice (`key` names it in errors); unknown keys are an error."""
         return config_from_dict(cls, values, key)
 
@@ -197,5 +196,5 @@ def _train_toy_sae(cfg: ToySAEConfig, lm_dir: str | Path, corpus_dir: Path, laye
         }
         write_json(tmp / METRICS_FILE, metrics)
         record = provenance or make_provenance(asdict(cfg), kind="toy_sae", layer=layer)
-        write_json(tmp / PROVENANCE_FILE, {**record, "hook_name": metrics["hook_name"]})
+        write_json(tmp / DIRECTORY_PROVENANCE, {**record, "hook_name": metrics["hook_name"]})
     return metrics

@@ -1,4 +1,5 @@
-"""Word-level tokenizer of the toy corpus (one token per word), saved as a Hugging Face tokenizer dir.
+"""Tokenizers of the toy corpus, saved as Hugging Face tokenizer dirs: word-level (one token per word, the
+corpus tokenizer) and a small subword BPE (a toy LM with a tokenizer of its own, for cross-tokenizer comparisons).
 
 transformer-lens reloads a model's tokenizer by path (`AutoTokenizer.from_pretrained(name_or_path)`),
 so the tokenizer must live on disk; `AutoTokenizer.from_pretrained(dir)` works offline.
@@ -26,6 +27,31 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, unk_token=UNK,
                                    bos_token=BOS, eos_token=EOS)
+
+
+def build_bpe_tokenizer(stories: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A subword BPE tokenizer trained on `stories` (deterministic), with the word tokenizer's special tokens.
+
+    Metaspace pre-tokenization marks word starts with "▁" (as SentencePiece does), so merges never cross a
+    space and labels can rebuild whole words (featsim.labels.word_rules); with a small `vocab_size` most
+    words split into several tokens. Offsets are characters of the story, as the word tokenizer's are.
+    """
+    from tokenizers import decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+
+    backend = Tokenizer(BPE(unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    backend.train_from_iterator(stories, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, unk_token=UNK,
+                                   bos_token=BOS, eos_token=EOS)
+
+
+def is_word_level(tokenizer) -> bool:
+    """Whether a toy tokenizer maps whitespace-split words to ids directly (the corpus tokenizer)."""
+    return type(tokenizer.backend_tokenizer.model).__name__ == "WordLevel"
 
 
 def load_word_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
