@@ -408,6 +408,12 @@ def steering_cells(cmp):
     return [cell for cell in layer_pairs(cmp) if chosen is None or list(cell) in [list(c) for c in chosen]]
 
 
+def steering_concept_outputs(cmp, **values):
+    """Per steered cell (steering_cells order): concept -> its json. `values` fill wildcards (exp); the rest stay."""
+    return [{concept: layout.fill(layout.STEERING_CONCEPT, cmp=cmp, concept=concept, la=la, lb=lb, **values)
+             for concept in STEERING_CONCEPTS} for la, lb in steering_cells(cmp)]
+
+
 def steering_side(model):
     """What the steering job needs to load a model entry's LM (its lm_from owner's LM) and its SAEs."""
     owner = lm_entry(model)

@@ -10,8 +10,7 @@ for _cmp in STEERING["comparisons"]:
         input:
             unpack(steering_inputs(_cmp)),
         output:
-            concepts=[layout.fill(layout.STEERING_CONCEPT, cmp=_cmp, concept=concept, la=la, lb=lb)
-                      for la, lb in steering_cells(_cmp) for concept in STEERING_CONCEPTS],
+            concepts=[path for cell in steering_concept_outputs(_cmp) for path in cell.values()],
             agreement=[layout.fill(layout.STEERING_AGREEMENT, cmp=_cmp, la=la, lb=lb) for la, lb in steering_cells(_cmp)],
             summary=report(layout.fill(layout.STEERING_SUMMARY, cmp=_cmp),
                            caption="../workflow/report/steering_summary.rst", category="Steering"),
@@ -31,6 +30,7 @@ for _cmp in STEERING["comparisons"]:
             comparison=_cmp,
             pairing=SEMANTIC_PAIRING,
             cells=steering_cells(_cmp),
+            concept_outputs=lambda wc, cmp=_cmp: steering_concept_outputs(cmp, exp=wc.exp),
             later_cells=steering_later_cells(_cmp),
             concepts=STEERING_CONCEPTS,
             side_a=steering_side(cmp_model(_cmp, "a")),

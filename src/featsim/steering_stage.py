@@ -37,8 +37,8 @@ from featsim.steering import (WHITENING_RIDGE, Effects, Steerer, Whitener, agree
                               keyword_token_ids)
 from featsim.steering_config import SteeringConfig
 from featsim.steering_downstream import LaterLayers, downstream_effect
-from featsim.steering_transfer import (TransferCell, concept_latents, dominance_test, mean_direction, null_summary,
-                                       permutation_p, random_directions)
+from featsim.steering_transfer import (NoDirectionError, TransferCell, concept_latents, dominance_test, mean_direction,
+                                       null_summary, permutation_p, random_directions)
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def _transfer(method: str, transfer: TransferCell, site_b: _Layer, vector_a: np.
     try:
         vector_b = (transfer.pairing_transfer(latents) if method == "pairing"
                     else transfer.procrustes_transfer(vector_a, latents))
-    except ValueError as exc:  # too few pairs outside the concept to fit a map
+    except NoDirectionError as exc:  # e.g. too few pairs outside the concept to fit a map
         return {"status": NO_MAP, "reason": str(exc)}
     read = test and bool(downstream)
     observed = site_b.steerer.effects(vector_b[None], alpha_b, keyword_sets, reference=reference,

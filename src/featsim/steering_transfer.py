@@ -41,15 +41,19 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
+class NoDirectionError(ValueError):
+    """No steering direction can be made: no latent, rows that cancel out, a zero map, too few pairs to fit one."""
+
+
 def mean_direction(decoder: np.ndarray, latents: np.ndarray) -> np.ndarray:
     """The normalised mean of the unit decoder rows of `latents` ([d]); a zero mean is an error."""
     latents = np.asarray(latents, dtype=np.int64)
     if latents.size == 0:
-        raise ValueError("a steering vector needs at least one latent")
+        raise NoDirectionError("a steering vector needs at least one latent")
     mean = unit_rows(decoder[latents]).mean(axis=0)
     norm = np.linalg.norm(mean)
     if not norm > 0:
-        raise ValueError(f"the decoder rows of latents {latents.tolist()} cancel out: no direction")
+        raise NoDirectionError(f"the decoder rows of latents {latents.tolist()} cancel out: no direction")
     return mean / norm
 
 
@@ -63,7 +67,7 @@ def procrustes_map(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def _normalised(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     if np.any(norms == 0):
-        raise ValueError("a transferred vector is zero")
+        raise NoDirectionError("a transferred vector is zero")
     return vectors / norms
 
 
@@ -101,7 +105,7 @@ class TransferCell:
     def _training_rows(self, latents_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keep = ~np.isin(self.pairs_a, latents_a)
         if keep.sum() < 2:
-            raise ValueError("fewer than two pairs outside the concept: no map to fit")
+            raise NoDirectionError("fewer than two pairs outside the concept: no map to fit")
         return unit_rows(self.decoder_a[self.pairs_a[keep]]), unit_rows(self.decoder_b[self.pairs_b[keep]])
 
     def procrustes_transfer(self, vector_a: np.ndarray, latents_a: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Snakemake script of rules `steering_<cmp>`: steer every concept of every layer cell of one comparison."""
 
+from featsim.layout import experiment_dir
 from featsim.rulelog import rule_log
 from featsim.steering_stage import LaterCell, SteeringCell, SteeringOutputs, SteeringSide, cells_after, run_steering
 
@@ -13,13 +14,13 @@ later = [LaterCell(layer_a=int(la), layer_b=int(lb), meta_a=inputs.later_meta_a[
 cells = [
     SteeringCell(layer_a=int(la), layer_b=int(lb), decoder_a=inputs.decoder_a[i], decoder_b=inputs.decoder_b[i],
                  meta_a=inputs.meta_a[i], meta_b=inputs.meta_b[i], pairs=inputs.pairs[i], labels_a=inputs.labels_a[i],
-                 outputs={c: output.concepts[i * len(concepts) + j] for j, c in enumerate(concepts)},
+                 outputs=dict(params.concept_outputs[i]),
                  agreement=output.agreement[i], later=cells_after(int(la), int(lb), later))
     for i, (la, lb) in enumerate(params.cells)
 ]
 run_steering(cells, dict(zip(concepts, inputs.concept_files)), SteeringSide(**params.side_a),
              SteeringSide(**params.side_b), inputs.tokens, dict(params.split), dict(params.steering),
-             f"results/{sm.wildcards.exp}", {"experiment": sm.wildcards.exp, "comparison": params.comparison,
+             experiment_dir(sm.wildcards.exp), {"experiment": sm.wildcards.exp, "comparison": params.comparison,
                                              "pairing": params.pairing},
              SteeringOutputs(summary=output.summary, specificity=output.specificity, downstream=output.downstream,
                              effects_figure=output.effects_figure, matrix_figure=output.matrix_figure,
