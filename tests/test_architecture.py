@@ -17,7 +17,8 @@ import featsim
 PACKAGE = Path(featsim.__file__).parent
 
 STATISTICS = ("featsim.metrics", "featsim.null", "featsim._null_kernels", "featsim._rank_kernels",
-              "featsim.multiple_testing")
+              "featsim.null_moments", "featsim.null_tail", "featsim.multiple_testing", "featsim.concept_agreement",
+              "featsim.contrasts")
 """Pure statistics: arrays in, numbers out."""
 
 MODEL_AND_STORE_CODE = ("featsim.stores", "featsim.lm", "featsim.saes", "featsim.activations", "featsim.tokens",
