@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -116,7 +115,7 @@ def run_stage(name: str, function: Callable[[], dict], table: list[dict], jobs: 
 
 
 def correlate(root: Path) -> dict:
-    from featsim.correlate import correlate_code_stores
+    from featsim.targets.correlate import correlate_code_stores
 
     result = correlate_code_stores(root / "codes_a.zarr", root / "codes_b.zarr", root / "corr.zarr",
                                    {"top_k": 8, "min_active": 5})
@@ -124,7 +123,8 @@ def correlate(root: Path) -> dict:
 
 
 def labels(root: Path, side: str) -> dict:
-    from featsim.labels import LabelsConfig, write_labels
+    from featsim.labels import LabelsConfig
+    from featsim.targets.labels import write_labels
 
     table = write_labels(root / f"codes_{side}.zarr", root / "tokens.zarr", root / f"labels_{side}.parquet",
                          LabelsConfig())
@@ -132,7 +132,7 @@ def labels(root: Path, side: str) -> dict:
 
 
 def pair(root: Path) -> dict:
-    from featsim.pairing import write_pairs
+    from featsim.targets.pairing import write_pairs
 
     counts = {}
     for name, variant in PAIRINGS.items():
@@ -145,7 +145,7 @@ def pair(root: Path) -> dict:
 
 
 def score(root: Path, permutations: int) -> dict:
-    from featsim.scoring import score_cell
+    from featsim.targets.scoring import score_cell
 
     seconds = {}
     for metric in METRICS:
@@ -154,19 +154,20 @@ def score(root: Path, permutations: int) -> dict:
                    root / f"score_{metric}.json", root / f"null_{metric}.npy", metric=metric,
                    null_config={"permutations": permutations, "seed": 0, "device": "cpu"},
                    metric_options=METRIC_OPTIONS.get(metric, {}), threads=2,
-                   identity={"experiment": "paper", "comparison": "main", "pairing": "hungarian",
+                   ids={"experiment": "paper", "comparison": "main", "pairing": "hungarian",
                              "layer_a": 0, "layer_b": 0})
         seconds[metric] = time.process_time() - started
     return {"cpu_by_metric": seconds}
 
 
 def summary(root: Path) -> dict:
-    from featsim.summary import summarize, write_summary_target
+    from featsim.summary import summarize
+    from featsim.targets.summary import write_summary_target
 
     table = summarize([root / f"score_{metric}.json" for metric in METRICS],
                              [root / "pairs_hungarian.diagnostics.json"], "main", "hungarian", "holm")
     write_summary_target(table, root / "summary.csv", root / "summary.html", "paper-scale rehearsal",
-                         {"correction": "holm"}, kind="summary", experiment="paper")
+                         {"correction": "holm"}, {"kind": "summary", "experiment": "paper"})
     return {"rows": len(table)}
 
 

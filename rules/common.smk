@@ -203,11 +203,6 @@ def semantic_cell_outputs(cmp, **values):
 # ---------------------------------------------------------------- toy route
 
 
-def toy_lm_slice(model):
-    """The `lm.toy` settings of the LM a model entry uses (its lm_from owner's, if shared)."""
-    return MODELS[lm_entry(model)]["lm"].get("toy", {})
-
-
 def toy_sae_models():
     """Model entries whose SAEs are trained here (sae.source toy): one `toy_sae_<model>` rule each."""
     return [model for model, entry in MODELS.items() if entry["sae"]["source"] == "toy"]

@@ -15,6 +15,7 @@ rule correlate:
     params:
         correlation=config["correlation"],
         split=SPLIT,
+        models=lambda wc: {side: COMPARISONS[wc.cmp][side] for side in ("a", "b")},
     threads: HEAVY_THREADS
     resources:
         mem_mb=heavy_mem_mb,

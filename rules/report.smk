@@ -1,6 +1,8 @@
 # Report stage: summary tables with adjusted p, figures, the pair browser; every output is marked for
 # `snakemake --report results/{exp}/report.html`. Captions live in workflow/report/*.rst.
 import re as _re
+from dataclasses import dataclass as _dataclass
+from typing import Callable as _Callable
 
 # Wildcards of this stage range over configured names only, so that e.g. summary/{cmp}/{pairing}.csv
 # cannot also match summary/{cmp}/semantic_{pairing}.csv.
@@ -10,62 +12,87 @@ _OVERVIEW = "1 Overview (all comparisons)"
 _COMPARISON = "2 Comparison {cmp}"
 
 
-rule summary:
-    input:
+@_dataclass(frozen=True)
+class _ReportScope:
+    """What the rules of one summary scope (featsim.summary.SCOPES) differ in: `summary` and `comparison_figures`
+    below are declared once and generated per scope. The input functions are written here, one per scope, because
+    a lambda in the loop body would see the loop variable's last value when Snakemake calls it."""
+
+    rule_prefix: str  # rule names and log folders: "" (summary, ...) or "semantic_" (semantic_summary, ...)
+    summary: str  # layout template of the summary table
+    scores: _Callable  # input function: the score jsons summarised
+    diagnostics: _Callable | None  # input function: the pairs' diagnostics the summary joins (whole space only)
+    summary_caption: str
+    pairing_names: str  # wildcard constraint: the pairings summarised in this scope
+    metrics: list[str]
+    overview_figure: str  # layout template of one metric's cross-comparison figure
+    pairs_overview_figure: str | None  # layout template of the pairs cross-comparison figure (whole space only)
+    overview_caption: str
+    overview_subcategory: str
+
+
+_REPORT_SCOPES = {
+    "whole": _ReportScope(
+        rule_prefix="",
+        summary=layout.SUMMARY,
         scores=lambda wc: score_files(wc.exp, wc.cmp, wc.pairing),
         diagnostics=lambda wc: [layout.sibling_template(p, layout.DIAGNOSTICS)
                                 for p in pairs_files(wc.exp, wc.cmp, wc.pairing)],
-    output:
-        table=report(layout.SUMMARY, caption="../workflow/report/summary.rst",
-                     category=_COMPARISON, subcategory="{pairing}: tables"),
-        html=report(layout.sibling_template(layout.SUMMARY, layout.HTML), caption="../workflow/report/summary.rst",
-                    category=_COMPARISON, subcategory="{pairing}: tables"),
-        provenance=layout.sibling_template(layout.SUMMARY, layout.PROVENANCE),
-    wildcard_constraints:
-        pairing=_PAIRING_NAMES,
-    log:
-        layout.log("summary", "{cmp}/{pairing}"),
-    params:
-        scope="whole",
-        correction=lambda wc: config["correction"],
-        alpha=lambda wc: config["alpha"],
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/featsim.yaml"
-    script:
-        "../workflow/scripts/summary.py"
-
-
-rule semantic_summary:
-    input:
+        summary_caption="../workflow/report/summary.rst",
+        pairing_names=_PAIRING_NAMES,
+        metrics=METRICS,
+        overview_figure=layout.OVERVIEW_FIGURE,
+        pairs_overview_figure=layout.OVERVIEW_PAIRS_FIGURE,
+        overview_caption="../workflow/report/comparison_figure.rst",
+        overview_subcategory="{pairing}: whole space",
+    ),
+    "concept": _ReportScope(
+        rule_prefix="semantic_",
+        summary=layout.CONCEPT_SUMMARY,
         scores=lambda wc: semantic_files(wc.exp, wc.cmp, wc.pairing),
-    output:
-        table=report(layout.CONCEPT_SUMMARY,
-                     caption="../workflow/report/semantic_summary.rst",
-                     category=_COMPARISON, subcategory="{pairing}: tables"),
-        html=report(layout.sibling_template(layout.CONCEPT_SUMMARY, layout.HTML),
-                    caption="../workflow/report/semantic_summary.rst",
-                    category=_COMPARISON, subcategory="{pairing}: tables"),
-        provenance=layout.sibling_template(layout.CONCEPT_SUMMARY, layout.PROVENANCE),
-    wildcard_constraints:
-        pairing=_SEMANTIC_PAIRING_NAME,
-    log:
-        layout.log("semantic_summary", "{cmp}/{pairing}"),
-    params:
-        scope="concept",
-        correction=lambda wc: config["correction"],
-        alpha=lambda wc: config["alpha"],
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/featsim.yaml"
-    script:
-        "../workflow/scripts/summary.py"
+        diagnostics=None,
+        summary_caption="../workflow/report/semantic_summary.rst",
+        pairing_names=_SEMANTIC_PAIRING_NAME,
+        metrics=SEMANTIC_METRICS,
+        overview_figure=layout.CONCEPT_OVERVIEW_FIGURE,
+        pairs_overview_figure=None,
+        overview_caption="../workflow/report/semantic_comparison_figure.rst",
+        overview_subcategory="{pairing}: concepts",
+    ),
+}
+
+
+for _scope, _rules in _REPORT_SCOPES.items():
+
+    rule:
+        name:
+            f"{_rules.rule_prefix}summary"
+        input:
+            scores=_rules.scores,
+            # only the whole space joins the pairs' diagnostics; the concept rule has no such input
+            **({"diagnostics": _rules.diagnostics} if _rules.diagnostics else {}),
+        output:
+            table=report(_rules.summary, caption=_rules.summary_caption,
+                         category=_COMPARISON, subcategory="{pairing}: tables"),
+            html=report(layout.sibling_template(_rules.summary, layout.HTML), caption=_rules.summary_caption,
+                        category=_COMPARISON, subcategory="{pairing}: tables"),
+            provenance=layout.sibling_template(_rules.summary, layout.PROVENANCE),
+        wildcard_constraints:
+            pairing=_rules.pairing_names,
+        log:
+            layout.log(f"{_rules.rule_prefix}summary", "{cmp}/{pairing}"),
+        params:
+            scope=_scope,
+            correction=lambda wc: config["correction"],
+            alpha=lambda wc: config["alpha"],
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 1000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../envs/featsim.yaml"
+        script:
+            "../workflow/scripts/summary.py"
 
 
 rule figures:
@@ -138,59 +165,38 @@ rule semantic_figures:
         "../workflow/scripts/semantic_figures.py"
 
 
-rule comparison_figures:
-    input:
-        summaries=lambda wc: [layout.fill(layout.SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS],
-    output:
-        figures=report([layout.fill(layout.OVERVIEW_FIGURE, metric=metric) for metric in METRICS],
-                       caption="../workflow/report/comparison_figure.rst",
-                       category=_OVERVIEW, subcategory="{pairing}: whole space"),
-        pairs=report(layout.OVERVIEW_PAIRS_FIGURE,
-                     caption="../workflow/report/comparison_pairs.rst",
-                     category=_OVERVIEW, subcategory="{pairing}: whole space"),
-    wildcard_constraints:
-        pairing=_PAIRING_NAMES,
-    log:
-        layout.log("comparison_figures", "{pairing}"),
-    params:
-        scope="whole",
-        metrics=lambda wc: config["metrics"],
-        comparisons=lambda wc: config["comparisons"],
-        correction=lambda wc: config["correction"],
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/featsim.yaml"
-    script:
-        "../workflow/scripts/comparison_figures.py"
+for _scope, _rules in _REPORT_SCOPES.items():
 
-
-rule semantic_comparison_figures:
-    input:
-        summaries=lambda wc: [layout.fill(layout.CONCEPT_SUMMARY, exp=wc.exp, cmp=cmp, pairing=wc.pairing) for cmp in COMPARISONS],
-    output:
-        figures=report([layout.fill(layout.CONCEPT_OVERVIEW_FIGURE, metric=metric) for metric in SEMANTIC_METRICS],
-                       caption="../workflow/report/semantic_comparison_figure.rst",
-                       category=_OVERVIEW, subcategory="{pairing}: concepts"),
-    wildcard_constraints:
-        pairing=_SEMANTIC_PAIRING_NAME,
-    log:
-        layout.log("semantic_comparison_figures", "{pairing}"),
-    params:
-        scope="concept",
-        metrics=lambda wc: SEMANTIC_METRICS,
-        comparisons=lambda wc: config["comparisons"],
-        correction=lambda wc: config["correction"],
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/featsim.yaml"
-    script:
-        "../workflow/scripts/comparison_figures.py"
+    rule:
+        name:
+            f"{_rules.rule_prefix}comparison_figures"
+        input:
+            summaries=[layout.fill(_rules.summary, cmp=cmp) for cmp in COMPARISONS],
+        output:
+            figures=report([layout.fill(_rules.overview_figure, metric=metric) for metric in _rules.metrics],
+                           caption=_rules.overview_caption,
+                           category=_OVERVIEW, subcategory=_rules.overview_subcategory),
+            # a named output cannot be empty: `pairs` is declared only where the scope has it
+            **({"pairs": report(_rules.pairs_overview_figure, caption="../workflow/report/comparison_pairs.rst",
+                                category=_OVERVIEW, subcategory=_rules.overview_subcategory)}
+               if _rules.pairs_overview_figure else {}),
+        wildcard_constraints:
+            pairing=_rules.pairing_names,
+        log:
+            layout.log(f"{_rules.rule_prefix}comparison_figures", "{pairing}"),
+        params:
+            scope=_scope,
+            metrics=_rules.metrics,
+            comparisons=lambda wc: config["comparisons"],
+            correction=lambda wc: config["correction"],
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../envs/featsim.yaml"
+        script:
+            "../workflow/scripts/comparison_figures.py"
 
 
 rule comparison_overview:

@@ -59,7 +59,6 @@ for _model in toy_sae_models():
             model=_model,
             layers=model_layers(_model),
             toy=MODELS[_model]["sae"].get("toy", {}),
-            lm=toy_lm_slice(_model),
         threads: 1
         resources:
             mem_mb=lambda wc, attempt: 4000 * attempt,

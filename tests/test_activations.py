@@ -47,18 +47,18 @@ def setup(tmp_path_factory):
 
 
 def run_acts(setup, out_dir, layers, sae=None, legacy=None, batch_size=2, users=None, model="A"):
-    from featsim.activations import make_activations
+    from featsim.targets.activations import make_activations
 
     sae = sae or {"source": "local", "path": str(setup["root"] / "saes" / "L{layer}")}
     outs = {layer: out_dir / f"L{layer}.zarr" for layer in layers}
     stats = make_activations(setup["tokens_path"], outs, model, "A", {"source": "local", "path": str(setup["checkpoint"])},
                              users or {model: {"sae": sae, "layers": layers}}, legacy, setup["root"], device="cpu",
-                             batch_size=batch_size, provenance={"config_hash": "h"})
+                             batch_size=batch_size, ids={"experiment": "e"})
     return outs, stats
 
 
 def run_codes(setup, acts_path, out_dir, layer, sae=None, activation="code", legacy=None):
-    from featsim.saes import make_codes
+    from featsim.targets.activations import make_codes
 
     sae = sae or {"source": "local", "path": str(setup["root"] / "saes" / "L{layer}")}
     paths = {"out_codes": out_dir / "codes.zarr", "out_decoder": out_dir / "decoder.npy", "out_meta": out_dir / "meta.json"}
@@ -180,7 +180,7 @@ def test_shared_activations_cover_the_union_of_layers(setup, tmp_path):
 
 
 def test_toy_checkpoint_route(setup, tmp_path):
-    from featsim.activations import make_activations
+    from featsim.targets.activations import make_activations
     from featsim.stores import open_acts
 
     toy_lm = pytest.importorskip("featsim.toy.lm")

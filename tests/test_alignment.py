@@ -11,9 +11,11 @@ import pytest
 import scipy.sparse as sp
 
 from featsim.alignment import (RowPairs, align_candidates, build_alignment, check_aligned_share, comparison_rows,
-                               make_alignment, open_alignment, side_candidates)
+                               open_alignment, side_candidates)
+from featsim.targets.data import make_alignment
 from featsim.correlate import max_correlation
 from featsim.errors import ConfigError
+from featsim.provenance import config_hash
 from featsim.stores import open_codes, open_tokens, write_codes, write_tokens
 from featsim.tokens import DataConfig, build_token_set, ends_word
 
@@ -164,9 +166,10 @@ def test_byte_pieces_of_one_character_align_once():
 
 def test_alignment_store_roundtrip_and_share_floor(stores, tmp_path):
     store_words, store_chars, _ = stores
-    attrs = make_alignment(store_words.path, store_chars.path, tmp_path / "al.zarr", "word", 0.9, {"config_hash": "x"})
+    attrs = make_alignment(store_words.path, store_chars.path, tmp_path / "al.zarr", "word", 0.9, {"experiment": "e"})
     pairs, stored = open_alignment(tmp_path / "al.zarr")
-    assert len(pairs) == attrs["n_pairs"] == stored["n_pairs"] and stored["config_hash"] == "x"
+    assert len(pairs) == attrs["n_pairs"] == stored["n_pairs"] and stored["experiment"] == "e"
+    assert stored["config_hash"] == config_hash({"mode": "word", "min_share": 0.9})
     assert stored["tokenizer_a"] == "words" and stored["mode"] == "word"
     with pytest.raises(ConfigError) as err:  # other documents: almost nothing aligns
         other = build_token_set(data(), char_tokenizer(), "other-chars", tmp_path, documents=documents(seed=5),

@@ -7,16 +7,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from featsim.browser import (
-    BrowserSettings,
-    browser_page,
-    build_browser,
-    labels_index,
-    pair_activations,
-    pearson,
-    scatter_figure,
-    top_pairs,
-)
+from featsim.browser import (BrowserSettings, browser_page, labels_index, pair_activations, pearson, scatter_figure,
+                             top_pairs)
+from featsim.targets.figures import build_browser
 from featsim.stores import open_codes, write_codes
 
 N_TOKENS, D_A, D_B = 500, 12, 9
@@ -120,7 +113,7 @@ def test_browser_scatter_uses_only_the_given_rows(stores, monkeypatch):
         drawn["values"] = values_a[:, 0].copy()
         return scatter_figure(values_a, values_b, pairs, title, seed)
 
-    monkeypatch.setattr("featsim.browser.scatter_figure", recording_scatter)
+    monkeypatch.setattr("featsim.targets.figures.scatter_figure", recording_scatter)
     rows = np.arange(N_TOKENS) % 3 == 0
     build_browser(path / "pairs.parquet", path / "labels_a.parquet", path / "labels_b.parquet",
                   open_codes(path / "a.zarr"), open_codes(path / "b.zarr"), path / "p.html", path / "p.png",

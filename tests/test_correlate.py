@@ -8,7 +8,9 @@ import pytest
 import scipy.sparse as sp
 
 import featsim.correlate as correlate
-from featsim.correlate import CorrelationConfig, max_correlation, open_correlation, write_correlation
+from featsim.targets.correlate import correlate_code_stores
+from featsim.correlate import CorrelationConfig, max_correlation
+from featsim.correlation_result import open_correlation, write_correlation
 from featsim.correlation_result import ARRAY_FIELDS
 from featsim.errors import ConfigError
 from featsim.stores import open_codes, open_store, write_codes
@@ -275,7 +277,7 @@ def test_correlate_code_stores_records_provenance(codes_pair, tmp_path):
     write_codes(tmp_path / "a.zarr", codes_a, {"config_hash": "codes-a"})
     write_codes(tmp_path / "b.zarr", codes_b, {"config_hash": "codes-b"})
     slice_ = {"min_active": 3, "top_k": 2, "device": "cpu", "block_latents": 4096}
-    correlate.correlate_code_stores(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "c.zarr", slice_,
+    correlate_code_stores(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "c.zarr", slice_,
                                     {"model_a": "A", "model_b": "B", "layer_a": 0, "layer_b": 1})
     attrs = open_store(tmp_path / "c.zarr", kind="correlation").attrs
     from featsim.provenance import config_hash

@@ -10,6 +10,7 @@ from synthetic_results import write_pairs, write_scores, write_semantic
 from featsim import figures
 from featsim.layout import DIAGNOSTICS, sibling
 from featsim.summary import many_to_one_histogram, summarize
+from featsim.targets import figures as figure_targets
 
 METRICS = ["svcca", "rsa"]
 LAYERS_A, LAYERS_B = [0, 1, 2], [0, 1]
@@ -101,7 +102,7 @@ def test_null_histograms_draw_the_null_and_the_observed_value(synthetic):
     scored = rows[rows["status"] == "scored"]
     assert len(cells) == 3 and "A2_B1" not in cells  # the not-scored cell has no null
     assert scored.loc[scored["z"].idxmax(), "cell"] in cells and scored.loc[scored["z"].idxmin(), "cell"] in cells
-    nulls = figures.null_draws(synthetic["scores"]["main"], "svcca", cells)
+    nulls = figure_targets.null_draws(synthetic["scores"]["main"], "svcca", cells)
     figure = figures.null_histograms(table, "svcca", nulls, 3, LABELS)
     assert len(figure.axes) == 3
     for ax, cell in zip(figure.axes, cells):
@@ -145,7 +146,7 @@ def test_semantic_grid_is_concept_by_layer_pair(synthetic):
 
 
 def test_many_to_one_bars_equal_the_diagnostics(synthetic):
-    candidates, final = figures.pair_histograms(synthetic["diagnostics"]["main"])
+    candidates, final = figure_targets.pair_histograms(synthetic["diagnostics"]["main"])
     figure = figures.many_to_one_figure(candidates, final, LABELS)
     ax = figure.axes[0]
     record = json.loads(synthetic["diagnostics"]["main"][0].read_text())
@@ -175,7 +176,7 @@ def test_comparison_figures_plot_every_comparison(synthetic, tmp_path):
     pairs = figures.pairs_comparison_figure(tables, "one_to_one")
     assert sum(len(c) for c in pairs.axes[0].containers) == len(tables) * len(LAYERS_A) * len(LAYERS_B)
     outputs = [tmp_path / f"cmp_{m}.png" for m in METRICS]
-    figures.write_comparison_figures(tables, "one_to_one", METRICS, outputs, {}, "holm",
+    figure_targets.write_comparison_figures(tables, "one_to_one", METRICS, outputs, {}, "holm",
                                      pairs_output=tmp_path / "pairs.png")
     assert all(p.stat().st_size > 5000 for p in outputs + [tmp_path / "pairs.png"])
 
@@ -183,12 +184,12 @@ def test_comparison_figures_plot_every_comparison(synthetic, tmp_path):
 def test_write_layer_figures_writes_every_output(synthetic, tmp_path):
     outputs = {key: [tmp_path / f"{m}_{key}.png" for m in METRICS] for key in ("observed", "z", "null")}
     outputs.update({key: tmp_path / f"{key}.png" for key in ("n_pairs", "correlation", "many_to_one")})
-    figures.write_layer_figures(synthetic["tables"]["main"], synthetic["scores"]["main"],
+    figure_targets.write_layer_figures(synthetic["tables"]["main"], synthetic["scores"]["main"],
                                 synthetic["diagnostics"]["main"], LABELS, METRICS, outputs, n_null_cells=2)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert len(written) == 3 * len(METRICS) + 3 and all((tmp_path / name).stat().st_size > 5000 for name in written)
     with pytest.raises(ValueError, match="metrics"):
-        figures.write_layer_figures(synthetic["tables"]["main"], [], [], LABELS, ["svcca"], outputs, 1)
+        figure_targets.write_layer_figures(synthetic["tables"]["main"], [], [], LABELS, ["svcca"], outputs, 1)
 
 
 def test_unknown_metric_is_named(synthetic):

@@ -23,7 +23,7 @@ import zarr
 
 from featsim import stores
 from featsim.cli import main
-from featsim.correlate import correlate_code_stores
+from featsim.targets.correlate import correlate_code_stores
 from featsim.correlation_result import open_correlation
 from featsim.provenance import make_provenance
 from featsim.stores import DamagedStoreError, IncompleteStoreError, NonFiniteDataError
@@ -332,7 +332,7 @@ def tiny_lm(tmp_path_factory):
 
 
 def run_activations(tiny_lm, out: Path) -> Path:
-    from featsim.activations import make_activations
+    from featsim.targets.activations import make_activations
 
     root, checkpoint = tiny_lm
     sae = {"source": "local", "path": str(root / "good" / "L{layer}")}
@@ -363,7 +363,7 @@ def test_non_finite_activations_stop_the_activations_job(tiny_lm, tmp_path, monk
 
 def test_nan_codes_stop_the_codes_job_in_legacy_mode(tiny_lm, tmp_path):
     """With a legacy switch on the FVU gate only warns; non-finite codes still stop the job, writing nothing."""
-    from featsim.saes import make_codes
+    from featsim.targets.activations import make_codes
 
     root, _ = tiny_lm
     acts = run_activations(tiny_lm, tmp_path / "acts" / "L1.zarr")

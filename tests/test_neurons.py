@@ -63,12 +63,12 @@ def toy(tmp_path_factory):
 
 def neuron_codes(tokens_path, exp_dir, out_dir, lm, layers, model="A_neurons", legacy=None):
     """The activations and codes stages of one neurons entry (lm_from A), as the rules call them."""
-    from featsim.activations import make_activations
-    from featsim.saes import make_codes
+    from featsim.targets.activations import make_activations
+    from featsim.targets.activations import make_codes
 
     acts = {layer: out_dir / "acts" / f"L{layer}.zarr" for layer in layers}
     make_activations(tokens_path, acts, model, "A", lm, {model: {"sae": {"source": "neurons"}, "layers": layers}},
-                     legacy, exp_dir, device="cpu", batch_size=3, provenance={"config_hash": "h"})
+                     legacy, exp_dir, device="cpu", batch_size=3, ids={"experiment": "e"})
     outputs = {}
     for layer in layers:
         layer_dir = out_dir / f"L{layer}"
@@ -143,7 +143,8 @@ def test_hf_neuron_sizes_come_from_the_cached_config(tmp_path, hub_cache):
 
 def test_neuron_config_mistakes_name_the_key(toy, tmp_path):
     from featsim.lm import LMSpec
-    from featsim.saes import SAESpec, make_codes, sae_info
+    from featsim.saes import SAESpec, sae_info
+    from featsim.targets.activations import make_codes
 
     lm = LMSpec.from_config("A", {"source": "toy"})
     with pytest.raises(ConfigError) as err:

@@ -15,8 +15,9 @@ from featsim import null_moments as nm
 from featsim.metrics import METRICS
 from featsim.null import permutation_test
 from featsim.null_tail import cantelli_p, pearson3_sf, skewness
-from featsim.provenance import write_parquet
-from featsim.scoring import score_cell, score_pairs
+from featsim.parquet import write_parquet
+from featsim.scoring import score_pairs
+from featsim.targets.scoring import score_cell
 from featsim.summary import SCORE_COLUMNS, TAIL_COLUMNS, summarize
 
 CLOSED = ["cka", "cka_unbiased", "rsa", "mutual_knn"]
@@ -291,7 +292,7 @@ def test_score_json_and_summary_carry_the_tail_columns_after_the_old_ones(tmp_pa
             path = tmp_path / metric / f"A{layer}_B{layer}.json"
             score_cell(pairs_file, tmp_path / "a.npy", tmp_path / "b.npy", path, tmp_path / metric / f"A{layer}.npy",
                        metric=metric, null_config={"permutations": 99}, metric_options={},
-                       identity={**identity, "layer_a": layer, "layer_b": layer})
+                       ids={**identity, "layer_a": layer, "layer_b": layer})
             paths.append(path)
     record = json.loads(paths[0].read_text())
     assert record["sequential_h"] is None and record["max_permutations"] == record["n_permutations"] == 99

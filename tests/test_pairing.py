@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featsim.correlate import CorrelationResult, max_correlation, write_correlation
+from featsim.correlate import max_correlation
+from featsim.correlation_result import CorrelationResult, write_correlation
 from featsim.errors import ConfigError
-from featsim.provenance import read_parquet_provenance
-from featsim.pairing import STRATEGIES, PairingVariant, max_weight_matching, pair, pair_variant, write_pairs
+from featsim.parquet import read_parquet_provenance
+from featsim.pairing import STRATEGIES, PairingVariant, max_weight_matching, pair, pair_variant
+from featsim.targets.pairing import write_pairs
 
 
 def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

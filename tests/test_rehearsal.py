@@ -140,7 +140,7 @@ def test_the_report_renders(rehearsal):
 
 def test_the_fvu_gate_stops_an_sae_fed_the_wrong_hook(rehearsal, tmp_path):
     """The SAE of block 0, saved as that of block 1 (the study's off-by-one): FVU ~0.2 > max_fvu 0.15."""
-    from featsim.saes import make_codes
+    from featsim.targets.activations import make_codes
 
     root, built, results = rehearsal
     assert built["fvu"]["wrong-hook/layers.1 on block 1"] > 0.15 > built["fvu"]["sparsify/layers.1"]

@@ -9,8 +9,9 @@ import pytest
 
 from featsim.metrics import METRICS
 from featsim.null import permutation_test
-from featsim.provenance import write_parquet
-from featsim.scoring import cell_seed, load_pairs, score_cell, score_pairs, score_pairs_with_null
+from featsim.parquet import write_parquet
+from featsim.scoring import cell_seed, load_pairs, score_pairs, score_pairs_with_null
+from featsim.targets.scoring import score_cell
 from featsim.layout import NULL, sibling
 from featsim.summary import read_score
 
@@ -89,7 +90,7 @@ def test_score_cell_writes_json_and_null_with_provenance(tmp_path):
     identity = {"experiment": "toy", "comparison": "main", "pairing": "one_to_one", "layer_a": 0, "layer_b": 1}
     record = score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file,
                         sibling(score_file, NULL), metric="cka", null_config={"permutations": 99, "seed": 3},
-                        metric_options={}, identity=identity)
+                        metric_options={}, ids=identity)
 
     written = json.loads(score_file.read_text())
     seed = cell_seed(3, "main", "one_to_one", "A0_B1")
@@ -122,7 +123,7 @@ def test_three_pairs_are_underpowered_in_the_json_and_the_summary_reads_it(tmp_p
     score_file = tmp_path / "cka" / "A0_B0.json"
     identity = {"experiment": "toy", "comparison": "main", "pairing": "one_to_one", "layer_a": 0, "layer_b": 0}
     score_cell(pairs_file, tmp_path / "decoder_a.npy", tmp_path / "decoder_b.npy", score_file, sibling(score_file, NULL),
-               metric="cka", null_config={"permutations": 1000}, metric_options={}, identity=identity)
+               metric="cka", null_config={"permutations": 1000}, metric_options={}, ids=identity)
     written = json.loads(score_file.read_text())
     # 3 pairs have 3! = 6 orderings: the exact null holds the other 5, and no p can be below 1/6 > alpha
     assert written["status"] == "underpowered" and "1/n!" in written["reason"] and "0.05" in written["reason"]

@@ -303,14 +303,9 @@ def test_accuracy_names_a_concept_whose_category_is_unknown(tmp_path):
 
 
 def test_target_files_round_trip_status_keywords_and_accuracy(tmp_path):
-    from featsim.provenance import read_parquet_provenance
-    from featsim.semantic import (
-        read_concept_pairs,
-        write_accuracy,
-        write_concept_pairs,
-        write_concept_score,
-        write_members,
-    )
+    from featsim.parquet import read_parquet_provenance
+    from featsim.targets.semantic import (read_concept_pairs, write_accuracy, write_concept_pairs, write_concept_score,
+                                          write_members)
     from featsim.stores import write_codes
 
     codes_a, codes_b, planted = planted_codes()
@@ -342,15 +337,15 @@ def test_target_files_round_trip_status_keywords_and_accuracy(tmp_path):
     identity = {"experiment": "t", "comparison": "main", "concept": "calendar", "pairing": "one_to_one",
                 "layer_a": 0, "layer_b": 1}
     record = write_concept_score(tmp_path / "pairs.parquet", tmp_path / "da.npy", tmp_path / "db.npy", concept_path,
-                                 tmp_path / "s.json", tmp_path / "s.null.npy", "rsa", {"permutations": 30}, {},
-                                 identity=identity)
+                                 tmp_path / "s.json", tmp_path / "s.null.npy", "rsa", {"permutations": 30},
+                                 ids=identity)
     on_disk = json.loads((tmp_path / "s.json").read_text())
     assert on_disk["status"] == "scored" and on_disk["concept"] == "calendar" and on_disk["n_pairs"] == 4
     assert on_disk["provenance"]["kind"] == "semantic_score" and on_disk["seed"] == record["seed"]
     assert np.load(tmp_path / "s.null.npy").shape == (23,)  # 4 pairs: every re-pairing but the observed
     other = write_concept_score(tmp_path / "pairs.parquet", tmp_path / "da.npy", tmp_path / "db.npy", concept_path,
-                                tmp_path / "o.json", tmp_path / "o.null.npy", "rsa", {"permutations": 30}, {},
-                                identity={**identity, "concept": "time"})
+                                tmp_path / "o.json", tmp_path / "o.null.npy", "rsa", {"permutations": 30},
+                                ids={**identity, "concept": "time"})
     assert other["seed"] != record["seed"]  # each concept cell has its own permutation stream
 
     write_concept_pairs(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "ma.parquet", tmp_path / "mb.parquet",
@@ -359,8 +354,8 @@ def test_target_files_round_trip_status_keywords_and_accuracy(tmp_path):
     table, info = read_concept_pairs(tmp_path / "pairs5.parquet")
     assert info["status"] == STATUS_NOT_SCORED and len(table) == 0 and "min_latents is 5" in info["reason"]
     record = write_concept_score(tmp_path / "pairs5.parquet", tmp_path / "da.npy", tmp_path / "db.npy", concept_path,
-                                 tmp_path / "n.json", tmp_path / "n.null.npy", "rsa", {"permutations": 30}, {},
-                                 identity=identity)
+                                 tmp_path / "n.json", tmp_path / "n.null.npy", "rsa", {"permutations": 30},
+                                 ids=identity)
     assert record["status"] == "not_scored" and record["reason"] == info["reason"]
 
     (tmp_path / "categories.json").write_text(json.dumps({"day": "calendar", "night": "calendar", "cat": "animal"}))

@@ -7,8 +7,9 @@ import scipy.sparse as sp
 
 from featsim.correlate import max_correlation
 from featsim.errors import ConfigError
-from featsim.labels import LabelsConfig, latent_stats, write_labels
-from featsim.provenance import read_parquet_provenance
+from featsim.labels import LabelsConfig, latent_stats
+from featsim.targets.labels import write_labels
+from featsim.parquet import read_parquet_provenance
 from featsim.split import heldout_sequences, token_split
 from featsim.stores import open_tokens, write_codes
 from test_correlate import assert_matches_oracle, random_codes

@@ -11,18 +11,9 @@ from synthetic_results import write_pairs, write_scores, write_semantic
 
 from featsim.layout import DIAGNOSTICS, NULL, PROVENANCE, sibling
 from featsim.provenance import config_hash
-from featsim.summary import (
-    SCORE_COLUMNS,
-    comparison_overview,
-    many_to_one_histogram,
-    read_pair_diagnostics,
-    read_score,
-    read_summary,
-    significance_marks,
-    summarize,
-    summary_html,
-    write_summary,
-)
+from featsim.summary import (SCORE_COLUMNS, comparison_overview, many_to_one_histogram, read_pair_diagnostics,
+                             read_score, read_summary, significance_marks, summarize, summary_html)
+from featsim.targets.summary import write_summary
 
 METRICS = ["svcca", "rsa"]
 LAYERS_A, LAYERS_B = [0, 1], [0, 1, 2]
@@ -151,7 +142,7 @@ def test_write_summary_round_trip_with_provenance_beside(results, tmp_path):
     scores, diagnostics, _ = results
     table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     out = tmp_path / "summary" / "main" / "one_to_one.csv"
-    write_summary(out, table, {"correction": "holm"}, experiment="toy", comparison="main", pairing="one_to_one")
+    write_summary(out, table, {"correction": "holm"}, {"experiment": "toy", "comparison": "main", "pairing": "one_to_one"})
     assert sorted(p.name for p in out.parent.iterdir()) == ["one_to_one.csv", "one_to_one.provenance.json"]
     back = read_summary(out)
     pd.testing.assert_frame_equal(back[["observed", "p_holm", "p_bh"]], table[["observed", "p_holm", "p_bh"]])
@@ -190,7 +181,8 @@ def test_marks_html_and_paths(results):
 
 def test_records_written_by_featsim_scoring_summarise(tmp_path):
     """Contract with featsim.scoring: its json/null files (scored and not scored) become summary rows."""
-    from featsim.scoring import score_pairs_with_null, write_score
+    from featsim.scoring import score_pairs_with_null
+    from featsim.targets.scoring import write_score
 
     rng = np.random.default_rng(3)
     decoder_a, decoder_b = rng.normal(size=(40, 8)), rng.normal(size=(50, 6))
@@ -200,8 +192,8 @@ def test_records_written_by_featsim_scoring_summarise(tmp_path):
         record, null = score_pairs_with_null(decoder_a, decoder_b, a, b, "svcca", 99, seed=la * 10 + lb,
                                              device="cpu", threads=1)
         path = tmp_path / "svcca" / f"A{la}_B{lb}.json"
-        write_score(path, sibling(path, NULL), record, null,
-                    {"config_hash": "h", "metric": "svcca", "layer_a": la, "layer_b": lb})
+        record["provenance"] = {"config_hash": "h", "metric": "svcca", "layer_a": la, "layer_b": lb}
+        write_score(path, sibling(path, NULL), record, null)
         paths.append(path)
     table = summarize(paths, [], "main", "one_to_one", "holm")
     scored, skipped = table.iloc[0], table.iloc[1]

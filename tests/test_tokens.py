@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from featsim.errors import ConfigError
-from featsim.tokens import DataConfig, build_token_set, check_shared_tokenizer, make_tokens, vocab_hash
+from featsim.provenance import config_hash
+from featsim.tokens import DataConfig, build_token_set, check_shared_tokenizer, vocab_hash
+from featsim.targets.data import make_tokens
 
 WORDS = [f"w{i}" for i in range(30)]
 
@@ -167,13 +169,15 @@ def test_toy_route_writes_a_store_with_tokenizer_attrs(tmp_path):
     (corpus / "heldout.txt").write_text("\n".join(docs) + "\n")
     models = {"A": {"lm": {"source": "toy"}}, "A2": {"lm_from": "A"}}
     out = exp_dir / "tokens.zarr"
-    make_tokens(out, {"source": "toy", "n_tokens": 64, "context_length": 8}, models, {}, exp_dir, {"config_hash": "x"})
+    data = {"source": "toy", "n_tokens": 64, "context_length": 8}
+    make_tokens(out, data, models, {}, exp_dir, {"experiment": "toy"})
     store = open_tokens(out)
     expected = build_token_set(config(), tok, "t", tmp_path, documents=docs)
     np.testing.assert_array_equal(store.tokens[:], expected.tokens)
     np.testing.assert_array_equal(store.mask[:], expected.mask)
     assert store.attrs["tokenizer"] == str(corpus / "tokenizer") and store.attrs["vocab_hash"] == vocab_hash(tok)
-    assert store.attrs["bos_token_id"] == tok.bos_token_id and store.attrs["config_hash"] == "x"
+    assert store.attrs["bos_token_id"] == tok.bos_token_id and store.attrs["experiment"] == "toy"
+    assert store.attrs["config_hash"] == config_hash({"data": data, "models": models, "legacy": {}})
 
 
 def test_models_with_different_tokenizers_stop_naming_the_model(tmp_path):
@@ -244,7 +248,7 @@ def test_further_store_tokenizes_the_documents_of_the_experiment_store(tmp_path)
     from tokenizers.pre_tokenizers import Sequence, Split, WhitespaceSplit
 
     from featsim.stores import open_tokens
-    from featsim.tokens import make_further_tokens
+    from featsim.targets.data import make_further_tokens
 
     exp_dir = tmp_path / "results" / "toy"
     corpus = exp_dir / "toy" / "corpus"
@@ -252,14 +256,13 @@ def test_further_store_tokenizes_the_documents_of_the_experiment_store(tmp_path)
     docs = documents(50)
     (corpus / "heldout.txt").write_text("\n".join(docs) + "\n")
     data = {"source": "toy", "n_tokens": 64, "context_length": 8}
-    make_tokens(exp_dir / "tokens.zarr", data, {"A": {"lm": {"source": "toy"}}}, {}, exp_dir, {"config_hash": "x"},
-                spans=True)
+    make_tokens(exp_dir / "tokens.zarr", data, {"A": {"lm": {"source": "toy"}}}, {}, exp_dir, spans=True)
     used = int(open_tokens(exp_dir / "tokens.zarr").read_spans()["doc"].max()) + 1
     chars = tokenizer(words=sorted({c for w in WORDS for c in w}))  # another tokenizer: one token per character
     chars.backend_tokenizer.pre_tokenizer = Sequence([WhitespaceSplit(), Split("", "isolated")])
     chars.save_pretrained(str(tmp_path / "chars"))
     make_further_tokens(exp_dir / "tokens" / "D.zarr", data, {"source": "local", "path": str(tmp_path / "chars")},
-                        "D", {}, exp_dir, exp_dir / "tokens.zarr", {"config_hash": "y"})
+                        "D", {}, exp_dir, exp_dir / "tokens.zarr")
     further = open_tokens(exp_dir / "tokens" / "D.zarr")
     spans = further.read_spans()
     assert int(spans["doc"].max()) + 1 == used and further.attrs["store_of"] == "D"
@@ -267,14 +270,3 @@ def test_further_store_tokenizes_the_documents_of_the_experiment_store(tmp_path)
                for i in range(used)]
     assert rebuilt == [docs[i].replace(" ", "") for i in range(used)]  # every character of the same documents
     assert further.mask[:].sum() == sum(len(rebuilt[i]) for i in range(used))  # all of them unmasked
-
-
-def test_different_tokenizers_stop_naming_the_comparison(tmp_path):
-    same, other = tmp_path / "same", tmp_path / "other"
-    tokenizer().save_pretrained(str(same))
-    tokenizer(words=WORDS[::-1]).save_pretrained(str(other))
-    models = {"A": {"lm": {"source": "local", "path": str(same)}},
-              "B": {"lm": {"source": "local", "path": str(other)}}}
-    with pytest.raises(ConfigError) as err:
-        check_shared_tokenizer(tokenizer(), "ref", models, tmp_path, comparisons={"main": {"a": "A", "b": "B"}})
-    assert err.value.key == "comparisons.main" and "align" in str(err.value)

@@ -147,7 +147,7 @@ def test_e2e_stores_and_scores_carry_provenance(e2e):
 
 
 def test_e2e_labels_and_correlations_read_disjoint_sequences(e2e):
-    from featsim.provenance import read_parquet_provenance
+    from featsim.parquet import read_parquet_provenance
     from featsim.split import heldout_sequences
     from featsim.stores import open_store, open_tokens
 

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tqdm.auto import tqdm
+
 from featsim.errors import ConfigError
+from featsim.tokens import load_tokenizer, vocab_compatible
 
 if TYPE_CHECKING:
     from featsim.lm import LMSpec
@@ -101,15 +104,13 @@ def check_model_fits(lm, plans: dict[int, LayerPlan], tokens, model: str, lm_key
         raise ConfigError(lm_key, f"token id {max_id} is outside the LM's vocabulary ({lm.cfg.d_vocab}): the tokens "
                                   "were made with another tokenizer")
     if getattr(lm, "tokenizer", None) is not None:
-        from featsim.tokens import load_tokenizer, vocab_compatible
-
         reference = load_tokenizer(tokens.attrs["tokenizer"]).get_vocab()
         if not vocab_compatible(reference, lm.tokenizer.get_vocab()):
             raise ConfigError(lm_key, f"the tokenizer of the LM of '{model}' differs from the experiment tokenizer "
                                       f"{tokens.attrs['tokenizer']}; all models must share one tokenizer")
 
 
-def _device_of(lm):
+def device_of(lm):
     return next(lm.parameters()).device
 
 
@@ -117,12 +118,11 @@ def write_activations(lm, tokens, plans: dict[int, LayerPlan], out_paths: dict[i
                       attrs: dict) -> dict:
     """Run `tokens` through `lm` in batches and append each layer's unmasked rows to its store."""
     import torch
-    from tqdm.auto import tqdm
 
     from featsim.lm import capture_hooks
     from featsim.stores import ActsWriter
 
-    device = _device_of(lm)
+    device = device_of(lm)
     hooks = list(dict.fromkeys(plan.hook for plan in plans.values()))
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -151,31 +151,6 @@ def write_activations(lm, tokens, plans: dict[int, LayerPlan], out_paths: dict[i
     log.info("LM forward: %d positions (%d kept) in %.1f s = %.0f tokens/s, %d layers in one pass",
              n_positions, tokens.n_unmasked, seconds, stats["tokens_per_s"], len(plans))
     return stats
-
-
-def make_activations(tokens_path: str | Path, out_paths: dict[int, str | Path], model: str, lm_owner: str,
-                     lm: dict, users: dict[str, dict], legacy: dict | None, exp_dir: str | Path,
-                     dtype: str = "float32", device: str = "auto", batch_size: int = 32,
-                     provenance: dict | None = None) -> dict:
-    """The activations rule of one model entry: every layer in `out_paths` from one forward pass per batch."""
-    from featsim.lm import LMSpec, load_lm
-    from featsim.stores import open_tokens
-
-    legacy = dict(legacy or {})
-    spec = LMSpec.from_config(lm_owner, lm, dtype=dtype, device=device)
-    plans, processing = plan_layers(users, bool(legacy.get("layer_offset", False)), exp_dir, spec)
-    missing = sorted(set(plans) ^ {int(k) for k in out_paths})
-    if missing:
-        raise ValueError(f"layers {missing} are not both planned and requested as outputs")
-    tokens = open_tokens(tokens_path)
-    language_model = load_lm(spec, exp_dir, processing)
-    check_model_fits(language_model, plans, tokens, model, spec.key())
-    attrs = {**(provenance or {}), "model": model, "lm_owner": lm_owner, **spec.describe(), "lm_dtype": dtype,
-             "device": str(_device_of(language_model)), "weight_processing": processing,
-             "legacy_layer_offset": bool(legacy.get("layer_offset", False)),
-             "tokens_vocab_hash": tokens.attrs.get("vocab_hash")}
-    return write_activations(language_model, tokens, plans, {int(k): v for k, v in out_paths.items()},
-                             int(batch_size), attrs)
 
 
 # ---------------------------------------------------------------- which entry computes whose activations

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from featsim.errors import ConfigError
+from featsim.split import load_split
 from featsim.tokenstores import ALIGN_MODES
 
 log = logging.getLogger(__name__)
@@ -165,33 +166,11 @@ def open_alignment(path: str | os.PathLike) -> tuple[RowPairs, dict]:
     return pairs, dict(group.attrs)
 
 
-def make_alignment(tokens_a_path: str | os.PathLike, tokens_b_path: str | os.PathLike, out_path: str | os.PathLike,
-                   mode: str, min_share: float, provenance: dict | None = None) -> dict:
-    """The `alignment` rule: align two token stores, check the share floor, write the store; returns its attrs."""
-    from featsim.stores import open_tokens
-
-    tokens_a, tokens_b = open_tokens(tokens_a_path), open_tokens(tokens_b_path)
-    pairs, counts = build_alignment(tokens_a, tokens_b, mode)
-    tokenizer_a, tokenizer_b = tokens_a.attrs.get("tokenizer", tokens_a_path), tokens_b.attrs.get("tokenizer",
-                                                                                                  tokens_b_path)
-    check_aligned_share(counts, min_share, str(tokenizer_a), str(tokenizer_b))
-    attrs = {**(provenance or {}), **counts, "tokens_a": str(tokens_a_path), "tokens_b": str(tokens_b_path),
-             "tokenizer_a": tokenizer_a, "tokenizer_b": tokenizer_b, "min_share": min_share,
-             "vocab_hash_a": tokens_a.attrs.get("vocab_hash"), "vocab_hash_b": tokens_b.attrs.get("vocab_hash")}
-    write_alignment(out_path, pairs, attrs)
-    log.info("aligned %s and %s (%s mode): %d pairs, aligned share %.3f (a %.3f, b %.3f; word ends a %s, b %s)",
-             tokenizer_a, tokenizer_b, mode, len(pairs), counts["aligned_share"] or 0.0, counts["share_a"] or 0.0,
-             counts["share_b"] or 0.0, counts["word_end_share_a"], counts["word_end_share_b"])
-    return attrs
-
-
 def comparison_rows(tokens_path, split_config: dict | None, tokens_b_path=None, alignment_path=None):
     """The rows a comparison correlates over: the pairing rows of the held-out split (a bool mask over the
     shared rows, or None for all), or, for a comparison across token stores, the aligned `RowPairs` whose
     rows are pairing rows on both sides (each store holds out its own sequences, so labels of either model
     never read a row that pairs latents)."""
-    from featsim.split import load_split
-
     if alignment_path is None:
         split = load_split(tokens_path, split_config) if tokens_path is not None else None
         return split.pair_selection if split is not None else None

@@ -11,10 +11,8 @@ import base64
 import html
 import io
 import json
-import os
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,8 +20,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from featsim.figures import save_figure
-from featsim.provenance import atomic_path, make_provenance, read_parquet_provenance
 
 MAX_SCATTER_POINTS = 20_000
 """Tokens drawn per scatter panel (a seeded subsample beyond this; the title says so)."""
@@ -127,7 +123,7 @@ def scatter_figure(values_a: np.ndarray, values_b: np.ndarray, pairs: pd.DataFra
     return figure
 
 
-def _figure_png(figure: Figure) -> bytes:
+def figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
@@ -210,36 +206,3 @@ words in similar contexts. {html.escape(note)}</p>
 """
 
 
-def build_browser(pairs_path: str | os.PathLike, labels_a_path: str | os.PathLike, labels_b_path: str | os.PathLike,
-                  codes_a, codes_b, html_path: str | os.PathLike, scatter_path: str | os.PathLike,
-                  settings: BrowserSettings, title: str, rows=None) -> pd.DataFrame:
-    """Write one layer pair's browser page and scatter PNG; returns the pairs listed.
-
-    `codes_a`/`codes_b` are code stores (featsim.stores.open_codes) of the two sides at this layer pair;
-    `rows` (bool mask, or featsim.alignment.RowPairs for codes of two tokenizations) restricts the scatter
-    to the tokens the pairs were correlated on.
-    """
-    from featsim.alignment import RowPairs
-
-    pairs = pd.read_parquet(pairs_path)
-    listed = top_pairs(pairs, settings.browser_pairs)
-    scattered = listed.head(settings.scatter_pairs)
-    aligned = isinstance(rows, RowPairs)
-    values_a, values_b = pair_activations(codes_a, codes_b, scattered["a"].tolist(), scattered["b"].tolist(),
-                                          aligned=aligned)
-    if aligned:
-        values_a, values_b = values_a[rows.a], values_b[rows.b]
-    elif rows is not None:
-        values_a, values_b = values_a[rows], values_b[rows]
-    figure = scatter_figure(values_a, values_b, scattered, f"{title}: activation scatter of the top pairs")
-    save_figure(figure, scatter_path)
-    labels_a = labels_index(pd.read_parquet(labels_a_path), str(labels_a_path))
-    labels_b = labels_index(pd.read_parquet(labels_b_path), str(labels_b_path))
-    upstream = read_parquet_provenance(pairs_path)
-    note = f"{len(pairs)} pairs in total (pairs file config hash {upstream.get('config_hash', 'unknown')})."
-    provenance = make_provenance(asdict(settings), kind="browser", title=title, pairs=str(pairs_path),
-                                 pairs_config_hash=upstream.get("config_hash"))
-    page = browser_page(listed, labels_a, labels_b, title, _figure_png(figure), settings.contexts, note, provenance)
-    with atomic_path(html_path) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
-    return listed

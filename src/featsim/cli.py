@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from featsim import __version__
+from featsim.config import load_config
+from featsim.errors import ConfigError
+from featsim.hubnames import check_hub_names
+from featsim.prefetch import plan_prefetch, prefetch
+from featsim.preflight import require_preflight
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -38,10 +44,6 @@ def _workflow_dir() -> Path:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from featsim.config import load_config
-    from featsim.errors import ConfigError
-    from featsim.preflight import require_preflight
-
     try:
         config = load_config(args.config)
         require_preflight(config, args.root, warn=lambda line: print(f"featsim validate: {line}", file=sys.stderr),
@@ -54,8 +56,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import logging
-
     from featsim.verify import verify_paths
 
     counts: dict[str, int] = {}
@@ -76,13 +76,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _prefetch(args: argparse.Namespace) -> int:
-    import logging
-
-    from featsim.config import load_config
-    from featsim.errors import ConfigError
-    from featsim.hubnames import check_hub_names
-    from featsim.prefetch import plan_prefetch, prefetch
-
     try:
         config = load_config(args.config)
         problems = check_hub_names(config)

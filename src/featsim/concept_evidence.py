@@ -21,7 +21,6 @@ from featsim.concept_agreement import agreeing_latents, cell_agreement
 from featsim.contrasts import DID, MCNEMAR, RECALL_PERMUTATION, difference_in_differences, match_cells, \
     mcnemar_exact, recall_difference_test
 from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
-from featsim.provenance import write_table
 
 AGREEMENT_COLUMNS = ["comparison", "concept", "layer_a", "layer_b", "status", "reason", "n_labelled", "n_agree",
                      "agreement", "null_mean", "null_std", "p", "p_holm", "p_bh", "p_min", "p_min_adjusted", "recall",
@@ -160,7 +159,7 @@ def contrasts_table(comparisons: Sequence[ComparisonCells], labels: Mapping[tupl
     return table[CONTRAST_COLUMNS].reset_index(drop=True)
 
 
-# ---------------------------------------------------------------- rule target (paths from the caller)
+# ---------------------------------------------------------------- the rule's inputs (paths from the caller)
 
 
 def load_comparisons(comparisons: Mapping[str, Mapping], pairs_paths: Mapping[str, Sequence[str]],
@@ -222,19 +221,3 @@ COLUMN_DOCS = {
 }
 
 
-def write_concept_evidence(comparisons: Mapping[str, Mapping], pairs_paths, corr_paths, label_paths, agreement_csv,
-                           contrasts_csv, *, pairing: str, n_permutations: int, seed: int, ids: dict | None = None,
-                           config_slice: Mapping | None = None, alternative: str = "greater",
-                           alpha: float = DEFAULT_ALPHA) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `concept_evidence` rule: both tables of one pairing variant (CSV + provenance json beside each)."""
-    cells = load_comparisons(comparisons, pairs_paths, corr_paths)
-    labels = load_concept_labels(label_paths)
-    agreement = agreement_table(cells, labels, pairing=pairing, n_permutations=n_permutations, seed=seed, alpha=alpha)
-    contrasts = contrasts_table(cells, labels, pairing=pairing, n_permutations=n_permutations, seed=seed,
-                                alternative=alternative, alpha=alpha)
-    slice_ = dict(config_slice or {})
-    write_table(agreement_csv, agreement, slice_, COLUMN_DOCS, kind="concept_agreement", pairing=pairing,
-                alpha=alpha, **(ids or {}))
-    write_table(contrasts_csv, contrasts, slice_, COLUMN_DOCS, kind="contrasts", pairing=pairing, alpha=alpha,
-                alternative=alternative, **(ids or {}))
-    return agreement, contrasts

@@ -121,31 +121,3 @@ def label_latents(labels: pd.DataFrame, concepts: Iterable[Concept], rule: Label
 def concept_of(table: pd.DataFrame) -> pd.Series:
     """latent -> concept label (missing when unlabelled), from a `label_latents` table."""
     return table.set_index("latent")["concept"]
-
-
-# ---------------------------------------------------------------- rule target (atomic, with provenance)
-
-
-def write_concept_labels(labels_paths, concept_paths, out_paths, rule: LabelRule, ids_list) -> list[pd.DataFrame]:
-    """The `concept_labels` rule: label every latent of each labels table (one job for all model layers)."""
-    from featsim.concepts import load_concept
-    from featsim.provenance import make_provenance, read_parquet_provenance, write_parquet
-
-    concepts = [load_concept(path) for path in concept_paths]
-    concept_records = [{"id": c.id, "case": c.case, "keywords": list(c.keywords), "homographs": sorted(c.homographs),
-                        "include_homographs": c.include_homographs} for c in concepts]
-    tables = []
-    for labels_path, out_path, ids in zip(labels_paths, out_paths, ids_list, strict=True):
-        labels_top_k = read_parquet_provenance(labels_path).get("top_k")
-        if labels_top_k is not None and rule.min_examples > int(labels_top_k):
-            raise ConfigError("semantic.min_examples", f"{rule.min_examples} exceeds labels.top_k = {labels_top_k} "
-                                                       f"({labels_path}): no latent could be labelled")
-        table = label_latents(pd.read_parquet(labels_path, columns=["latent", "top_words"]), concepts, rule)
-        counts = table.loc[table["status"] == LABELLED, "concept"].value_counts().to_dict()
-        provenance = make_provenance({"rule": rule.__dict__, "concepts": concept_records}, kind="concept_labels",
-                                     labels=str(labels_path), **ids, n_labelled=int(sum(counts.values())),
-                                     labelled_per_concept=counts,
-                                     status_counts=table["status"].value_counts().to_dict())
-        write_parquet(out_path, table, provenance)
-        tables.append(table)
-    return tables

@@ -56,6 +56,11 @@ class Concept:
     source: str | None = None
     path: Path | None = None
 
+    def record(self) -> dict:
+        """The parts of the concept its targets depend on (hashed into their provenance)."""
+        return {"id": self.id, "name": self.name, "case": self.case, "keywords": list(self.keywords),
+                "homographs": sorted(self.homographs), "include_homographs": self.include_homographs}
+
     def fold(self, word: str) -> str:
         """The form a word is compared in under this concept's case rule."""
         return word.casefold() if self.case == "insensitive" else word

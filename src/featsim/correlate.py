@@ -34,9 +34,10 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from featsim import _correlate_kernel as kernel
-from featsim.correlation_result import CorrelationResult, open_correlation, write_correlation  # noqa: F401 (API)
+from featsim.alignment import RowPairs
+from featsim.correlation_result import CorrelationResult
 from featsim.errors import ConfigError, reject_unknown_keys
-from featsim.stores import CodesStore, damaged, open_codes
+from featsim.stores import CodesStore, damaged
 
 log = logging.getLogger(__name__)
 
@@ -554,8 +555,6 @@ def _to_original(raw_values: np.ndarray, raw_indices: np.ndarray, partner_ids: n
 def _side_rows(rows: Any, n_tokens_a: int, n_tokens_b: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The row selection of each side: one bool mask for both (codes of one token store), or the two index
     arrays of aligned row pairs (codes of two tokenizations)."""
-    from featsim.alignment import RowPairs
-
     if isinstance(rows, RowPairs):
         if len(rows) == 0:
             raise ValueError("the aligned row pairs are empty: nothing to correlate")
@@ -634,33 +633,3 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = CorrelationConfi
     return result
 
 
-def correlate_code_stores(codes_a_path: str | os.PathLike, codes_b_path: str | os.PathLike,
-                          output: str | os.PathLike, correlation_config: dict | None,
-                          ids: dict | None = None, tokens_path: str | os.PathLike | None = None,
-                          split_config: dict | None = None, tokens_b_path: str | os.PathLike | None = None,
-                          alignment_path: str | os.PathLike | None = None) -> CorrelationResult:
-    """The `correlate` rule: correlate two code stores and write the correlation store with provenance.
-
-    With `tokens_path` and `split_config` ({heldout_fraction, seed}) only the pairing rows of the
-    held-out split are correlated (featsim.split). With `alignment_path` (codes of two token stores, side
-    b's at `tokens_b_path`) the aligned row pairs that are pairing rows on both sides (featsim.alignment)."""
-    from featsim.alignment import comparison_rows, describe_rows
-    from featsim.provenance import make_provenance
-    from featsim.split import load_split
-
-    cfg = CorrelationConfig.from_config(correlation_config)
-    codes_a, codes_b = open_codes(codes_a_path), open_codes(codes_b_path)
-    split = load_split(tokens_path, split_config) if tokens_path is not None else None
-    rows = (comparison_rows(tokens_path, split_config, tokens_b_path, alignment_path) if alignment_path is not None
-            else split.pair_selection if split is not None else None)
-    result = max_correlation(codes_a, codes_b, top_k=cfg.top_k, min_active=cfg.min_active, device=cfg.device,
-                             block_latents=cfg.block_latents, rows=rows)
-    aligned = {"alignment": str(alignment_path), "rows": describe_rows(rows)} if alignment_path is not None else {}
-    provenance = make_provenance({"correlation": correlation_config or {}, "split": split_config or {}},
-                                 **(ids or {}), **aligned, n_tokens=result.n_tokens,
-                                 split=split.describe() if split is not None else None,
-                                 codes_a=str(codes_a_path), codes_b=str(codes_b_path),
-                                 codes_a_config_hash=codes_a.attrs.get("config_hash"),
-                                 codes_b_config_hash=codes_b.attrs.get("config_hash"))
-    write_correlation(output, result, provenance)
-    return result

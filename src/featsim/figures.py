@@ -7,11 +7,9 @@ figures in one process; `save_figure` writes a PNG atomically and closes nothing
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -25,11 +23,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from featsim.layout import NULL, cell_layers, cell_name, sibling
+from featsim.layout import cell_layers
 from featsim.multiple_testing import WITH_P
 from featsim.provenance import atomic_path
-from featsim.summary import (many_to_one_histogram, read_pair_diagnostics, record_cell, record_identity,
-                             significance_marks)
+from featsim.summary import (significance_marks)
 
 ANNOTATE_MAX_CELLS = 225
 """Grids with more cells than this are drawn without per-cell numbers (they would not be legible)."""
@@ -230,7 +227,7 @@ def _footnote(figure: Figure, text: str) -> None:
     figure.supxlabel(textwrap.fill(text, characters), x=0.01, ha="left", fontsize=7)
 
 
-def _metric_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def metric_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = table[table["metric"] == metric]
     if rows.empty:
         raise ValueError(f"the summary has no rows for metric '{metric}' (has: {sorted(table['metric'].unique())})")
@@ -245,7 +242,7 @@ def _family(rows: pd.DataFrame) -> str:
 
 def observed_heatmap(table: pd.DataFrame, metric: str, labels: GridLabels) -> Figure:
     """Observed metric per layer pair, marked by adjusted permutation p."""
-    rows = _metric_rows(table, metric)
+    rows = metric_rows(table, metric)
     grid = layer_grid(rows, "observed")
     return heatmap_figure(grid, labels, f"{metric}: observed score per layer pair", f"{metric} (observed)",
                           family=_family(rows))
@@ -253,7 +250,7 @@ def observed_heatmap(table: pd.DataFrame, metric: str, labels: GridLabels) -> Fi
 
 def z_heatmap(table: pd.DataFrame, metric: str, labels: GridLabels) -> Figure:
     """z = (observed - null mean) / null sd per layer pair, on a diverging scale centred at 0."""
-    rows = _metric_rows(table, metric)
+    rows = metric_rows(table, metric)
     grid = layer_grid(rows, "z")
     finite = np.abs(grid.values[np.isfinite(grid.values)])
     limit = max(float(finite.max()) if finite.size else 0.0, 2.0)
@@ -322,7 +319,7 @@ def select_null_cells(rows: pd.DataFrame, n_cells: int) -> list[str]:
 def null_histograms(table: pd.DataFrame, metric: str, nulls: Mapping[str, np.ndarray], n_cells: int,
                     labels: GridLabels) -> Figure:
     """Histogram of the null draws of selected cells with the observed value and null mean marked."""
-    rows = _metric_rows(table, metric)
+    rows = metric_rows(table, metric)
     cells = select_null_cells(rows, n_cells)
     if not cells:
         figure = Figure(figsize=(6, 2), layout="constrained")
@@ -398,7 +395,7 @@ def many_to_one_figure(candidates: Mapping[str, Mapping[int, int]], final: Mappi
 def semantic_grid_figure(table: pd.DataFrame, metric: str, labels: GridLabels) -> Figure:
     """Concept x layer-pair grids of the concept subspaces: observed score, z (both marked by adjusted p)
     and the number of pairs inside the concept (with the concept's latent counts on each side)."""
-    rows = _metric_rows(table, metric)
+    rows = metric_rows(table, metric)
     concepts = sorted(rows["concept"].unique())
     cell_order = sorted(rows["cell"].unique(), key=cell_layers)
     observed = np.full((len(concepts), len(cell_order)), np.nan)
@@ -511,7 +508,7 @@ def comparison_figure(summaries: Mapping[str, pd.DataFrame], metric: str, pairin
     figure, (ax_obs, ax_z), cells, x_base, offsets, slot = _cells_side_by_side(summaries)
     comparisons = list(summaries)
     for index, comparison in enumerate(comparisons):
-        rows = _metric_rows(summaries[comparison], metric).set_index("cell")
+        rows = metric_rows(summaries[comparison], metric).set_index("cell")
         colour = COMPARISON_COLOURS[index % len(COMPARISON_COLOURS)]
         for x, cell in zip(x_base + offsets[index], cells):
             if cell not in rows.index:
@@ -562,7 +559,7 @@ def semantic_comparison_figure(semantic: Mapping[str, pd.DataFrame], metric: str
     offsets, slot = _offsets(len(comparisons))
     x_base = np.arange(len(concepts))
     for index, comparison in enumerate(comparisons):
-        rows = _metric_rows(semantic[comparison], metric)
+        rows = metric_rows(semantic[comparison], metric)
         colour = COMPARISON_COLOURS[index % len(COMPARISON_COLOURS)]
         for x, concept in zip(x_base + offsets[index], concepts):
             group = rows[rows["concept"] == concept]
@@ -654,84 +651,10 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> None
         figure.savefig(tmp, format="png", dpi=dpi)
 
 
-# ---------------------------------------------------------------- targets: what the report rules write
-
-
-def null_draws(score_paths: Sequence[str | os.PathLike], metric: str, cells: Sequence[str]) -> dict[str, np.ndarray]:
-    """{cell: null draws} of one metric for the chosen cells, from the `.null.npy` beside each score json."""
-    wanted = set(cells)
-    draws = {}
-    for path in score_paths:
-        record = json.loads(Path(path).read_text())
-        cell = cell_name(*record_cell(record, path))
-        if record_identity(record, path, "metric") != (metric,) or cell not in wanted:
-            continue
-        source = sibling(path, NULL)
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: the null draws of {path} are missing; rebuild the score")
-        draws[cell] = np.load(source)
-    missing = wanted - set(draws)
-    if missing:
-        raise ValueError(f"no score file of metric '{metric}' for cells {sorted(missing)}")
-    return draws
-
-
-def pair_histograms(diagnostics_paths: Sequence[str | os.PathLike]) -> tuple[dict, dict]:
-    """({cell: candidate many-to-1 histogram}, {cell: final-pairs histogram}) from pairs diagnostics."""
-    candidates, final = {}, {}
-    for path in diagnostics_paths:
-        record = read_pair_diagnostics(path)
-        cell = cell_name(*record_cell(record, path))
-        candidates[cell] = many_to_one_histogram(record, "partners_per_a_candidates")
-        final[cell] = many_to_one_histogram(record, "partners_per_a")
-    return candidates, final
-
-
-def write_layer_figures(table: pd.DataFrame, score_paths: Sequence[str | os.PathLike],
-                        diagnostics_paths: Sequence[str | os.PathLike], labels: GridLabels, metrics: Sequence[str],
-                        outputs: Mapping[str, Sequence[str] | str], n_null_cells: int) -> None:
-    """All layer-grid figures of one (comparison, pairing).
-
-    `outputs`: `observed`, `z`, `null` (one path per metric, in `metrics` order), and `n_pairs`,
-    `correlation`, `many_to_one` (one path each).
-    """
-    for key in ("observed", "z", "null"):
-        if len(outputs[key]) != len(metrics):
-            raise ValueError(f"outputs['{key}'] has {len(outputs[key])} paths for {len(metrics)} metrics")
-    for metric, observed, z, null in zip(metrics, outputs["observed"], outputs["z"], outputs["null"]):
-        save_figure(observed_heatmap(table, metric, labels), observed)
-        save_figure(z_heatmap(table, metric, labels), z)
-        cells = select_null_cells(_metric_rows(table, metric), n_null_cells)
-        nulls = null_draws(score_paths, metric, cells)
-        save_figure(null_histograms(table, metric, nulls, n_null_cells, labels), null)
-    save_figure(n_pairs_heatmap(table, labels), outputs["n_pairs"])
-    save_figure(mean_correlation_heatmap(table, labels), outputs["correlation"])
-    save_figure(many_to_one_figure(*pair_histograms(diagnostics_paths), labels), outputs["many_to_one"])
-
-
-def _check_paths(outputs: Sequence[str], metrics: Sequence[str], what: str) -> None:
-    if len(outputs) != len(metrics):
-        raise ValueError(f"{what}: {len(outputs)} output paths for {len(metrics)} metrics")
-
-
-def write_semantic_figures(table: pd.DataFrame, labels: GridLabels, metrics: Sequence[str],
-                           outputs: Sequence[str]) -> None:
-    """One concept x layer-pair grid figure per metric (paths in `metrics` order)."""
-    _check_paths(outputs, metrics, "semantic figures")
-    for metric, path in zip(metrics, outputs):
-        save_figure(semantic_grid_figure(table, metric, labels), path)
+# ---------------------------------------------------------------- figures per summary scope
 
 
 COMPARISON_FIGURES = {"whole": comparison_figure, "concept": semantic_comparison_figure}
 """Per summary scope (featsim.summary.SCOPES): the figure that sets every comparison side by side for one metric."""
 
 
-def write_comparison_figures(summaries: Mapping[str, pd.DataFrame], pairing: str, metrics: Sequence[str],
-                             outputs: Sequence[str], descriptions: Mapping[str, str], correction: str,
-                             scope: str = "whole", pairs_output: str | None = None) -> None:
-    """Cross-comparison figures of one scope, one per metric; with `pairs_output`, the pairs/correlation one."""
-    _check_paths(outputs, metrics, f"{scope} comparison figures")
-    for metric, path in zip(metrics, outputs):
-        save_figure(COMPARISON_FIGURES[scope](summaries, metric, pairing, descriptions, correction), path)
-    if pairs_output is not None:
-        save_figure(pairs_comparison_figure(summaries, pairing, descriptions), pairs_output)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import yaml
 
 from featsim.errors import ConfigError
 
@@ -86,8 +87,6 @@ def _read_junk_file(written: Path, key: str, root: Path | None = None) -> JunkLi
         raise ConfigError(key, f"junk token file '{written}' does not exist (a string is read as a file path); give "
                                f"an existing .txt/.yaml file, or list tokens inline as a YAML list, e.g. ['{written}']")
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         entries = yaml.safe_load(path.read_text(encoding="utf-8"))
         if entries is None:
             return JunkList()

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from featsim.provenance import read_parquet_provenance, temp_target
+from featsim.alignment import open_alignment
+from featsim.correlation_result import open_correlation
+from featsim.provenance import temp_target
+from featsim.parquet import read_parquet_provenance
 from featsim.stores import (StoreError, open_acts, open_codes, open_tokens, quiet_snakemake_timestamp, read_checked,
                             rebuild_advice)
 
@@ -29,17 +32,14 @@ def _sample(path: Path, group: zarr.Group, kind: str, name: str, n: int = 5) -> 
     return np.asarray(read_checked(path, group, kind, name, tuple(slice(0, n) for _ in shape))).tolist()
 
 
-_OPENERS = {"codes": open_codes, "activations": open_acts, "tokens": open_tokens}
+_OPENERS = {"codes": open_codes, "activations": open_acts, "tokens": open_tokens, "correlation": open_correlation,
+            "alignment": open_alignment}
 
 
 def _damage(path: Path, kind: str) -> str | None:
     """The cheap open-time checks of a finished store (chunks present, shapes as recorded); None if it passes.
     `featsim verify` reads every chunk."""
-    from featsim.correlation_result import open_correlation
-
-    from featsim.alignment import open_alignment
-
-    opener = _OPENERS.get(kind, {"correlation": open_correlation, "alignment": open_alignment}.get(kind))
+    opener = _OPENERS.get(kind)
     if opener is None:
         return None
     try:

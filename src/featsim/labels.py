@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -24,6 +23,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from featsim.errors import ConfigError, reject_unknown_keys
+from featsim.tokens import load_tokenizer as load_by_name, vocab_hash
 
 LABEL_COLUMNS = (
     "latent", "n_active", "mean_act", "mean_act_active", "max_act", "top_positions", "top_values",
@@ -334,8 +334,6 @@ def _position_text(tokenizer, flat_tokens: np.ndarray, flat_mask: np.ndarray, co
 
 def load_tokenizer(token_attrs: dict, source: str = "tokens.zarr"):
     """The tokenizer a tokens store records (attr `tokenizer`: a directory or hub name), vocabulary checked."""
-    from featsim.tokens import load_tokenizer as load_by_name, vocab_hash
-
     name = token_attrs.get("tokenizer") or token_attrs.get("tokenizer_path") or token_attrs.get("tokenizer_name")
     if not name:
         raise ValueError(f"{source} records no tokenizer (attr 'tokenizer'); rebuild tokens.zarr")
@@ -407,34 +405,3 @@ def label_latents(codes, tokens, tokenizer, config: LabelsConfig, progress: bool
                         config.context_window)
 
 
-def write_labels(codes_path: str | os.PathLike, tokens_path: str | os.PathLike, out_path: str | os.PathLike,
-                 config: LabelsConfig, ids: dict | None = None, tokenizer=None,
-                 split_config: dict | None = None) -> pd.DataFrame:
-    """The `labels` target: compute labels and write them (atomic parquet with provenance).
-
-    `split_config` ({heldout_fraction, seed}): label on the held-out rows only (featsim.split)."""
-    from featsim.provenance import make_provenance, write_parquet
-    from featsim.split import load_split
-    from featsim.stores import open_codes, open_tokens
-
-    codes = open_codes(codes_path)
-    tokens = open_tokens(tokens_path)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokens.attrs, str(tokens_path))
-    split = load_split(tokens, split_config)
-    rows = split.label_selection if split else None
-    table = label_latents(codes, tokens, tokenizer, config, rows=rows)
-    provenance = make_provenance(
-        {"labels": asdict(config), "split": split_config or {}},
-        split=split.describe() if split is not None else None,
-        kind="labels",
-        top_k=config.top_k,
-        context_window=config.context_window,
-        codes=str(codes_path),
-        codes_config_hash=codes.attrs.get("config_hash"),
-        tokens_config_hash=tokens.attrs.get("config_hash"),
-        n_tokens=int(rows.sum()) if rows is not None else codes.n_tokens,
-        d_sae=codes.d_sae,
-        **(ids or {}),
-    )
-    write_parquet(out_path, table, provenance)
-    return table

@@ -15,6 +15,7 @@ the raw model's (equal to Hugging Face `hidden_states` for the residual stream).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -75,17 +76,13 @@ def resolve_device(device: str) -> str:
 
 def official_model_name(name: str | None, key: str) -> str:
     """transformer-lens's official name (a Hugging Face repo id) for a name or alias."""
-    from transformer_lens.loading_from_pretrained import get_official_model_name
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
     if not name:
         raise ConfigError(key, "required when the LM source is hf")
     try:
         return get_official_model_name(name)
     except ValueError as exc:
-        import difflib
-
-        from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
-
         close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=3)
         raise ConfigError(key, f"{name!r} is not a transformer-lens model name" + (f" (did you mean {close}?)" if close
                                else "") + "; use lm.source: local with lm.path for other checkpoints") from exc

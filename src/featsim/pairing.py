@@ -16,7 +16,6 @@ filters remove candidate edges before the matching is solved). Latents the corre
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
@@ -598,37 +597,3 @@ def pair_variant(
 LABEL_COLUMNS_USED = ["latent", "top_tokens", "top_token_ids"]
 
 
-def write_pairs(
-    corr_path: str | os.PathLike,
-    labels_a_path: str | os.PathLike,
-    labels_b_path: str | os.PathLike,
-    variant_config: Mapping[str, Any],
-    pairs_path: str | os.PathLike,
-    diagnostics_path: str | os.PathLike,
-    *,
-    key: str = "pairings.<variant>",
-    ids: Mapping[str, Any] | None = None,
-) -> Pairs:
-    """The `pair` rule: pair one layer cell by one variant; write the pairs parquet and diagnostics json.
-
-    Both files carry provenance: the variant's config hash, `ids`, and the correlation store's hash.
-    """
-    import pandas as pd
-
-    from featsim.correlation_result import open_correlation
-    from featsim.provenance import make_provenance, write_json, write_parquet
-    from featsim.stores import open_store
-
-    variant = PairingVariant.from_config(variant_config, key=key)
-    corr = open_correlation(corr_path)
-    labels_a = pd.read_parquet(labels_a_path, columns=LABEL_COLUMNS_USED)
-    labels_b = pd.read_parquet(labels_b_path, columns=LABEL_COLUMNS_USED)
-    pairs = pair_variant(corr, variant, labels_a, labels_b, key=key)
-    provenance = make_provenance(
-        dict(variant_config),
-        **dict(ids or {}),
-        correlation_config_hash=open_store(corr_path, kind="correlation").attrs.get("config_hash"),
-    )
-    write_parquet(pairs_path, pairs.to_frame(), provenance)
-    write_json(diagnostics_path, {"provenance": provenance, **pairs.diagnostics})
-    return pairs

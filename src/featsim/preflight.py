@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from featsim.concepts import ConceptFileError, concept_root, load_concepts
+from featsim import tokenstores
+from featsim.concepts import ConceptFileError, concept_paths, concept_root, load_concepts
+from featsim.config import comparison_layers, read_config_file, validate_config
 from featsim.errors import ConfigError
+from featsim.filters import load_junk_tokens
+from featsim.hubnames import hub_name_problems
+from featsim.pairing import PairingVariant
+from featsim.steering_config import SteeringConfig
+from featsim.tokens import DataConfig
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,6 @@ def _from_error(error: Exception, key: str) -> Finding:
 
 def check_data(config: dict, root: Roots) -> Iterator[Finding]:
     """The token budget and packing settings, as the tokens job will read them."""
-    from featsim.tokens import DataConfig
-
     try:
         DataConfig.from_config(config["data"], config.get("legacy"))
     except ConfigError as error:
@@ -78,9 +83,6 @@ def check_concepts(config: dict, root: Roots) -> Iterator[Finding]:
 
 def check_pairings(config: dict, root: Roots) -> Iterator[Finding]:
     """Every pairing variant builds, and a junk list given as a file exists and parses."""
-    from featsim.filters import load_junk_tokens
-    from featsim.pairing import PairingVariant
-
     for name, entry in config["pairings"].items():
         key = f"pairings.{name}"
         try:
@@ -165,18 +167,12 @@ def check_comparisons(config: dict, root: Roots) -> Iterator[Finding]:
 
 def check_hub_registries(config: dict, root: Roots) -> Iterator[Finding]:
     """Transformer-lens model names and sae-lens releases/ids, against the registries those libraries ship."""
-    from featsim.hubnames import hub_name_problems
-
     for error in hub_name_problems(config):
         yield _from_error(error, "models")
 
 
 def check_steering(config: dict, root: Roots) -> Iterator[Finding]:
     """The `steering` slice: its settings, and the comparisons, concepts and layer cells it names."""
-    from featsim.concepts import concept_paths
-    from featsim.config import comparison_layers
-    from featsim.steering_config import SteeringConfig
-
     steering = config.get("steering") or {}
     try:
         SteeringConfig.from_config({key: value for key, value in steering.items() if key != "comparisons"})
@@ -213,8 +209,6 @@ def check_tokenizers(config: dict, root: Roots) -> Iterator[Finding]:
 
     Hub and local tokenizers that differ by name may still share a vocabulary (Pythia sizes do), so for them
     the check is made on the vocabularies when the experiment store is built (featsim.tokens)."""
-    from featsim import tokenstores
-
     for cmp, key_a, key_b in tokenstores.unaligned_cross_store_comparisons(config):
         yield Finding(f"comparisons.{cmp}", f"compares models with different tokenizers ({key_a} and {key_b}) that "
                                             "read different token stores; declare `align: word` (or token) on it to "
@@ -277,8 +271,6 @@ def check_workflow_config(config: dict, config_files: Iterable[str | Path], sche
                           workflow_dir: str | Path, warn: Callable[[str], None] = print) -> dict:
     """What the Snakefile runs before planning: each config file parsed strictly (a section written twice
     is an error: Snakemake's YAML reader would keep the last), the schema with defaults, then preflight."""
-    from featsim.config import read_config_file, validate_config
-
     for path in config_files:
         read_config_file(path)
     validate_config(config, schema)

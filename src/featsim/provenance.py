@@ -142,16 +142,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (NaN written as null so any JSON reader can load it)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -169,9 +169,9 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def write_table(path: str | os.PathLike, table, config_slice: Any, column_docs: Mapping[str, str],
-                extra: Mapping[str, Any] | None = None, **ids: Any) -> None:
-    """A table as CSV, written atomically, with its provenance, row count, column descriptions and `extra`
-    fields in the `.provenance.json` beside it (a CSV has no metadata slot)."""
+                extra: Mapping[str, Any] | None = None, *, ids: Mapping[str, Any]) -> None:
+    """A table as CSV, written atomically, with its provenance (`config_slice`, `ids`), row count, column
+    descriptions and `extra` fields in the `.provenance.json` beside it (a CSV has no metadata slot)."""
     record = make_provenance(config_slice, **ids)
     record["n_rows"] = int(len(table))
     record.update(extra or {})
@@ -179,28 +179,3 @@ def write_table(path: str | os.PathLike, table, config_slice: Any, column_docs: 
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     write_json(sibling(path, PROVENANCE), record)
-
-
-PARQUET_METADATA_KEY = b"featsim"
-
-
-def write_parquet(path: str | os.PathLike, df, provenance: dict) -> None:
-    """Write a DataFrame to parquet atomically, provenance in the schema metadata under `featsim`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[PARQUET_METADATA_KEY] = json.dumps(_jsonable(provenance)).encode()
-    table = table.replace_schema_metadata(metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_parquet_provenance(path: str | os.PathLike) -> dict:
-    """The provenance record of a featsim parquet file ({} for a foreign file)."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.read_schema(path).metadata or {}
-    raw = metadata.get(PARQUET_METADATA_KEY)
-    return json.loads(raw) if raw else {}

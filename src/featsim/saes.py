@@ -34,11 +34,12 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from featsim.errors import ConfigError
 from featsim.layout import TOY_LM, TOY_SAE, in_experiment
-from featsim.lm import LMSpec
+from featsim.lm import LMSpec, load_lm, official_model_name
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,6 @@ def sparsify_folder_loader(path: str | Path, device: str = "cpu", cfg_overrides:
     (False for the default normalize_decoder=True, silently changing the codes) and transposes W_dec
     (a shape error on load). Here the input bias is always applied and W_dec is taken as stored.
     """
-    from safetensors import safe_open
     from sae_lens.loading.pretrained_sae_loaders import sparsify_disk_loader
 
     path = Path(path)
@@ -395,8 +395,6 @@ def lm_shape(lm: LMSpec, exp_dir: Path) -> LMShape:
     toy: the checkpoint's config.json; hf (and local with `architecture`): transformer-lens's conversion of
     the official HF config; local: the mapping transformer-lens's TransformerBridge applies to config.json.
     """
-    from featsim.lm import official_model_name
-
     if lm.source == "toy":
         path = in_experiment(exp_dir, TOY_LM, model=lm.model) / "config.json"
         if not path.exists():
@@ -450,8 +448,6 @@ def _neurons_config(spec: SAESpec, layer: int, exp_dir: Path) -> NeuronsConfig:
 
 def _neurons_load(spec: SAESpec, layer: int, exp_dir: Path, device: str) -> MLPNeurons:
     """The neurons of one layer; the LM is loaded unprocessed (raw W_out) and only W_out is kept."""
-    from featsim.lm import load_lm
-
     cfg = _neurons_config(spec, layer, exp_dir)
     language_model = load_lm(replace(_neurons_lm(spec), device=device), exp_dir)
     W_out = language_model.blocks[layer].mlp.W_out.detach().to(device=device, dtype=torch.float32).clone()
@@ -650,49 +646,3 @@ def lm_hook(spec: SAESpec, sae_hook: str, legacy_layer_offset: bool) -> str:
 # ---------------------------------------------------------------- the codes stage
 
 
-def make_codes(acts_path: str | Path, model: str, layer: int, sae: dict, activation: str, legacy: dict,
-               exp_dir: str | Path, out_codes: str | Path, out_decoder: str | Path, out_meta: str | Path,
-               device: str = "auto", provenance: dict | None = None) -> dict:
-    """The `codes` rule: load the SAE, check it fits the stored activations, write codes, W_dec and meta.json.
-
-    For `sae.source: neurons` the LM whose W_out is the decoder is the one recorded in the activation
-    store's attrs, so codes and decoder come from the same LM by construction.
-    """
-    from featsim.lm import activations_lm, resolve_device
-    from featsim.provenance import save_npy, write_json
-    from featsim.stores import open_acts
-
-    if activation not in ACTIVATION_MODES:
-        raise ConfigError(f"models.{model}.activation", f"{activation!r} is not one of {ACTIVATION_MODES}")
-    legacy = dict(legacy or {})
-    acts = open_acts(acts_path)
-    device = resolve_device(device)
-    neurons = sae.get("source") == "neurons"
-    spec = SAESpec.from_config(model, sae, lm=activations_lm(acts, device) if neurons else None)
-    if neurons and activation != "code":
-        raise ConfigError(f"models.{model}.activation", f"{activation!r} is an SAE-encoder quantity; MLP neurons "
-                                                        "(sae.source: neurons) have no encoder: use code")
-    sae_model, info = load_sae(spec, layer, exp_dir, device)
-    hook = lm_hook(spec, info.hook_name, bool(legacy.get("layer_offset", False)))
-    if acts.attrs.get("hook") != hook:
-        raise ConfigError(spec.locator_key, f"the SAE of model '{model}' layer {layer} reads {hook}, but {acts_path} "
-                                            f"holds {acts.attrs.get('hook')}; if these activations are shared "
-                                            f"through lm_from, set models.{model}.share_activations: false")
-    if info.d_in != acts.d_model:
-        raise ConfigError(spec.locator_key, f"the SAE expects d_in={info.d_in} at {hook}, the activations are "
-                                            f"{acts.d_model} wide")
-    enforce = not (legacy.get("layer_offset") or legacy.get("keep_special_tokens"))
-    described = {"model": model, "layer": int(layer), "hook": hook, "sae_hook": info.hook_name, "d_in": info.d_in,
-                 "d_sae": info.d_sae, "architecture": info.architecture, "sae_source": spec.source, **info.ids,
-                 "activation": activation, "acts_store": str(acts_path), "tokens_vocab_hash": acts.attrs.get("tokens_vocab_hash")}
-    attrs = {**(provenance or {}), **described, "lm_dtype": acts.attrs.get("lm_dtype")}  # named if codes are not finite
-    quality = write_codes_from_acts(acts, sae_model, activation, out_codes, attrs,
-                                    check=fvu_gate(spec, layer, hook, enforce))
-    save_npy(out_decoder, sae_model.W_dec.detach().float().cpu().numpy())  # [d_sae, d_model]
-    meta = {**described, "quality": asdict(quality), "max_fvu": spec.max_fvu,
-            "sae_metadata": {"model_name": info.model_name, "context_size": info.context_size,
-                             "prepend_bos": info.prepend_bos, "dataset_path": info.dataset_path,
-                             "model_from_pretrained_kwargs": info.processing},
-            "provenance": provenance or {}}
-    write_json(out_meta, meta)
-    return meta

@@ -30,15 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from featsim.concept_labels import concept_of
+from featsim.concepts import load_concept
 from featsim.errors import ConfigError
-from featsim.provenance import write_table
+from featsim.lm import LMSpec, load_lm, processing_kwargs, resolve_device
+from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
+from featsim.saes import SAESpec, encode, load_sae
+from featsim.split import heldout_sequences
 from featsim.steering import (WHITENING_RIDGE, Effects, Steerer, Whitener, agreement_matrix, heldout_prompts,
                               keyword_token_ids)
 from featsim.steering_config import SteeringConfig
 from featsim.steering_downstream import LaterLayers, downstream_effect
 from featsim.steering_transfer import (NoDirectionError, TransferCell, concept_latents, dominance_test, mean_direction,
                                        null_summary, permutation_p, random_directions)
+from featsim.stores import open_tokens
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +125,6 @@ class _Layer:
 
 
 def _load_lm(side: SteeringSide, meta: dict, exp_dir: Path, device: str):
-    from featsim.lm import LMSpec, load_lm, processing_kwargs
-
     spec = LMSpec.from_config(side.lm_owner, side.lm, dtype=side.dtype, device=device)
     kwargs = (meta.get("sae_metadata") or {}).get("model_from_pretrained_kwargs")
     return load_lm(spec, exp_dir, processing_kwargs(kwargs, f"models.{side.model}.sae"))
@@ -127,11 +132,6 @@ def _load_lm(side: SteeringSide, meta: dict, exp_dir: Path, device: str):
 
 def _encoder(side: SteeringSide, layer: int, activation: str, exp_dir: Path, device: str):
     """The SAE of `side` at `layer` as a function activations [N, d] -> the values its codes stage writes."""
-    import torch
-
-    from featsim.lm import LMSpec
-    from featsim.saes import SAESpec, encode, load_sae
-
     if side.sae is None:
         raise ConfigError(f"models.{side.model}.sae", "downstream effects need the SAE config of this model")
     lm = (LMSpec.from_config(side.lm_owner, side.lm, dtype=side.dtype, device=device)
@@ -181,8 +181,6 @@ def _self_null(steerer: Steerer, directions: np.ndarray, alpha: float, keyword_s
 
 
 def _later_layers(later: LaterCell, hooks: dict) -> LaterLayers:
-    from featsim.concept_labels import concept_of
-
     pairs = pd.read_parquet(later.pairs, columns=["a", "b"])
     return LaterLayers(later.layer_a, later.layer_b, hooks[("a", later.layer_a)], hooks[("b", later.layer_b)],
                        pairs["a"].to_numpy(np.int64), pairs["b"].to_numpy(np.int64),
@@ -195,9 +193,6 @@ def _seed(*parts) -> list[int]:
 
 
 def _prompts(tokens_path, split_config: dict, cfg: SteeringConfig) -> np.ndarray:
-    from featsim.split import heldout_sequences
-    from featsim.stores import open_tokens
-
     tokens = open_tokens(tokens_path)
     fraction = float(split_config["heldout_fraction"])
     heldout = (heldout_sequences(tokens.n_sequences, fraction, int(split_config["seed"])) if fraction > 0
@@ -209,19 +204,34 @@ def _side_result(effects: Effects, index: int, concepts: list[str], concept: str
     return {"kl": float(effects.kl[index]), "keyword_mass": float(effects.keyword_mass[index, concepts.index(concept)])}
 
 
+@dataclass(frozen=True)
+class SteeringDocument:
+    """One json a steering job writes (a concept's record, or a cell's agreement matrices), before provenance."""
+
+    path: str
+    layer_a: int
+    layer_b: int
+    record: dict
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    """Everything one comparison's steering computes: the tables (specificity before multiple-testing
+    correction), the jsons to write, and the prompts' shape (rows, length) for their provenance."""
+
+    summary: pd.DataFrame
+    specificity: pd.DataFrame
+    downstream: pd.DataFrame
+    documents: list[SteeringDocument]
+    prompt_shape: tuple[int, int]
+
+
 def steer_comparison(cells: list[SteeringCell], concept_files: dict, side_a: SteeringSide, side_b: SteeringSide,
-                     tokens_path, split_config: dict, cfg: SteeringConfig, exp_dir, identity: dict,
-                     provenance_slice: dict, significance: float | None = None
-                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Steer every concept of every cell; write the per-concept and per-cell jsons; return the summary,
-    specificity (before multiple-testing correction) and downstream tables. `significance`: the config's
-    `alpha` (default featsim's), the level that marks a Holm family underpowered."""
-    import torch
-
-    from featsim.concepts import load_concept
-    from featsim.lm import resolve_device
-    from featsim.provenance import make_provenance, write_json
-
+                     tokens_path, split_config: dict, cfg: SteeringConfig, exp_dir,
+                     significance: float | None = None) -> SteeringResult:
+    """Steer every concept of every cell: the summary, specificity and downstream tables, and each concept's
+    and cell's json record. `significance`: the config's `alpha` (default featsim's), the level that marks a
+    Holm family underpowered."""
     started = time.perf_counter()
     concepts = sorted(concept_files)
     device = resolve_device(cfg.device)
@@ -301,7 +311,7 @@ def steer_comparison(cells: list[SteeringCell], concept_files: dict, side_a: Ste
             whiteners_b[lb] = Whitener(site_b.steerer.effects(directions, alpha_b, keep_signatures=True).signatures)
         return whiteners_b[lb]
 
-    summary_rows, specificity_rows, downstream_rows = [], [], []
+    summary_rows, specificity_rows, downstream_rows, documents = [], [], [], []
     for cell in cells:
         la, lb = cell.layer_a, cell.layer_b
         _, meta_b = metas[(la, lb)]
@@ -358,23 +368,20 @@ def steer_comparison(cells: list[SteeringCell], concept_files: dict, side_a: Ste
                                                           downstream=responses_a, whitening=whitening)
                     downstream_rows += _downstream_rows(c, la, lb, method, alpha, entry["transfer"][method])
             matrices += _specificity(own, observed_a, signatures_b, records, index, alpha, cfg, la, lb, whitening)
-        provenance = make_provenance(provenance_slice, kind="steering", **identity, layer_a=la, layer_b=lb,
-                                     prompts=int(prompts.shape[0]), prompt_length=int(prompts.shape[1]),
-                                     vocabulary="the experiment's shared tokenizer (all d_vocab tokens)",
-                                     split=dict(split_config))
         for c in concepts:
             record = {**records[c], "activation_norm_a": site_a.steerer.activation_norm,
                       "activation_norm_b": site_b.steerer.activation_norm, "max_kl": cfg.max_kl,
-                      "test_alpha": cfg.test_alpha, "positions": cfg.positions, "provenance": provenance}
-            write_json(cell.outputs[c], record)
+                      "test_alpha": cfg.test_alpha, "positions": cfg.positions}
+            documents.append(SteeringDocument(cell.outputs[c], la, lb, record))
             summary_rows += _summary_rows(record, cfg)
-        write_json(cell.agreement, {"layer_a": la, "layer_b": lb, "concepts": concepts, "matrices": matrices,
-                                    "provenance": provenance})
+        documents.append(SteeringDocument(cell.agreement, la, lb, {"layer_a": la, "layer_b": lb, "concepts": concepts,
+                                                                   "matrices": matrices}))
         specificity_rows += [{key: m[key] for key in SPECIFICITY_COLUMNS} for m in matrices]
         log.info("cell A%d_B%d done (%.1f s so far)", la, lb, time.perf_counter() - started)
-    return (summary_table(summary_rows, cfg.null_draws, alpha=significance),
-            pd.DataFrame(specificity_rows, columns=list(SPECIFICITY_COLUMNS)),
-            downstream_table(downstream_rows, cfg.null_draws, alpha=significance))
+    return SteeringResult(summary_table(summary_rows, cfg.null_draws, alpha=significance),
+                          pd.DataFrame(specificity_rows, columns=list(SPECIFICITY_COLUMNS)),
+                          downstream_table(downstream_rows, cfg.null_draws, alpha=significance), documents,
+                          (int(prompts.shape[0]), int(prompts.shape[1])))
 
 
 def _transfer(method: str, transfer: TransferCell, site_b: _Layer, vector_a: np.ndarray, latents: np.ndarray,
@@ -456,8 +463,6 @@ def _specificity(own: dict, observed_a: Effects | None, signatures_b: dict, reco
                        dominance=test.statistic, dominance_p=test.p_value, min_p=test.min_p,
                        null_mean=test.null_mean, null_sd=test.null_sd)
             if whitening is not None:
-                import torch
-
                 specific = agreement_matrix(whitening[0](torch.as_tensor(rows)).numpy(),
                                             whitening[1](torch.as_tensor(cols)).numpy())
                 test = dominance_test(specific, cfg.agreement_permutations, cfg.seed)
@@ -518,8 +523,6 @@ def _downstream_rows(concept: str, la: int, lb: int, method: str, alpha: float, 
 def downstream_table(rows: list[dict], null_draws: int, alpha: float | None = None) -> pd.DataFrame:
     """The downstream rows with Holm across concepts and cells per (method, later cell offset): like the
     transfer p, a family whose floor n_tests / (null_draws + 1) is not below `alpha` is `underpowered`."""
-    from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
-
     alpha = DEFAULT_ALPHA if alpha is None else alpha
     table = pd.DataFrame(rows, columns=[c for c in DOWNSTREAM_COLUMNS if c not in ("overlap_p_holm",
                                                                                    "overlap_p_holm_min")])
@@ -540,8 +543,6 @@ def summary_table(rows: list[dict], null_draws: int, alpha: float | None = None)
     `transfer_p_holm_min` is the smallest Holm p the family can reach, n_tests / (null_draws + 1): a tested
     row whose floor is not below `alpha` (significance level, default featsim's) gets status
     `underpowered`: it cannot be significant after Holm (raise steering.null_draws)."""
-    from featsim.multiple_testing import DEFAULT_ALPHA, adjust_pvalues
-
     alpha = DEFAULT_ALPHA if alpha is None else alpha
 
     table = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS + EXTRA_COLUMNS if c not in
@@ -573,8 +574,6 @@ def summary_table(rows: list[dict], null_draws: int, alpha: float | None = None)
 def specificity_table(table: pd.DataFrame) -> pd.DataFrame:
     """The diagonal-dominance rows with Holm across cells per (method, alpha), as `dominance_p_holm` (and
     `dominance_p_specific_holm` for the specific agreement's matrices)."""
-    from featsim.multiple_testing import adjust_pvalues
-
     table = table.copy()
     for column in ("dominance_p", "dominance_p_specific"):
         table[f"{column}_holm"] = np.nan
@@ -630,52 +629,3 @@ COLUMN_DOCS = {
 }
 
 
-@dataclass(frozen=True)
-class SteeringOutputs:
-    """The tables and figures of one comparison's steering job (paths)."""
-
-    summary: str
-    specificity: str
-    downstream: str
-    effects_figure: str
-    matrix_figure: str
-    downstream_figure: str
-
-
-def run_steering(cells: list[SteeringCell], concept_files: dict, side_a: SteeringSide, side_b: SteeringSide,
-                 tokens_path, split_config: dict, steering_config: dict, exp_dir, identity: dict,
-                 outputs: SteeringOutputs, significance: float | None = None, threads: int = 1) -> pd.DataFrame:
-    """The `steering_<cmp>` rule: every json, the tables and figures of one comparison. `significance`: the
-    config's top-level `alpha`."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    from featsim.figures import save_figure
-    from featsim.steering_figures import downstream_figure, effects_figure, matrix_figure
-
-    cfg = SteeringConfig.from_config(steering_config)
-    started = time.perf_counter()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        with threadpool_limits(limits=max(1, int(threads)), user_api="blas"):
-            summary, specificity, downstream = steer_comparison(cells, concept_files, side_a, side_b, tokens_path,
-                                                                split_config, cfg, exp_dir, identity, steering_config,
-                                                                significance)
-    finally:
-        torch.set_num_threads(previous)
-    specificity = specificity_table(specificity)
-    ids = {**identity, "kind": "steering_summary", "seconds": round(time.perf_counter() - started, 1),
-           "alpha": significance}
-    write_table(outputs.summary, summary, steering_config, COLUMN_DOCS, **ids)
-    write_table(outputs.specificity, specificity, steering_config, COLUMN_DOCS,
-                **{**ids, "kind": "steering_specificity"})
-    write_table(outputs.downstream, downstream, steering_config, COLUMN_DOCS, **{**ids, "kind": "steering_downstream"})
-    comparison = identity.get("comparison", "")
-    save_figure(effects_figure(summary, cfg.test_alpha, comparison), outputs.effects_figure)
-    agreements = [json.loads(Path(cell.agreement).read_text()) for cell in cells]
-    save_figure(matrix_figure(agreements, cfg.test_alpha, comparison), outputs.matrix_figure)
-    save_figure(downstream_figure(downstream, comparison), outputs.downstream_figure)
-    log.info("steering %s: %d cells, %d concepts in %.1f s", comparison, len(cells), len(concept_files),
-             time.perf_counter() - started)
-    return summary

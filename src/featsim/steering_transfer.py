@@ -13,11 +13,14 @@ Every p-value is (b + 1) / (m + 1), b the null draws at least as extreme as the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from featsim.concept_labels import LABELLED
 
 
 def concept_latents(labels_path, concepts) -> dict[str, np.ndarray]:
@@ -27,8 +30,6 @@ def concept_latents(labels_path, concepts) -> dict[str, np.ndarray]:
     featsim.concept_labels (`concepts/labels/{model}/L{l}.parquet`, status `labelled`), which read only
     the held-out rows and need no pairing: a pairing's junk list reaches steering only through its pairs.
     """
-    from featsim.concept_labels import LABELLED
-
     table = pd.read_parquet(labels_path, columns=["latent", "concept", "status"])
     labelled = table[table["status"] == LABELLED]
     return {c: np.unique(labelled.loc[labelled["concept"] == c, "latent"].to_numpy(dtype=np.int64)) for c in concepts}
@@ -185,8 +186,6 @@ def dominance_test(matrix: np.ndarray, permutations: int, seed: int) -> Dominanc
     effects) relabelled; the total is fixed, so this tests whether matching concepts agree more than others.
     Every relabelling when n! <= permutations (exact p, the identity included), else `permutations` random
     ones with p = (b + 1) / (m + 1)."""
-    from itertools import permutations as all_orders
-
     matrix = np.asarray(matrix, dtype=np.float64)
     n = matrix.shape[0]
     if matrix.shape != (n, n) or n < 2 or not np.all(np.isfinite(matrix)):
@@ -194,7 +193,7 @@ def dominance_test(matrix: np.ndarray, permutations: int, seed: int) -> Dominanc
     observed = diagonal_dominance(matrix)
     exact = math.factorial(n) <= permutations
     if exact:
-        orders = np.array(list(all_orders(range(n))))
+        orders = np.array(list(itertools.permutations(range(n))))
     else:
         orders = np.argsort(np.random.default_rng([seed, 0xD1A6]).random((permutations, n)), axis=1)
     traces = matrix[np.arange(n), orders].sum(axis=1)

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from featsim.provenance import _jsonable, atomic_path, temp_target
+from featsim.provenance import atomic_path, jsonable, temp_target
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def atomic_store(path: str | os.PathLike, kind: str, attrs: dict | None = None) 
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         group.attrs.update({"kind": kind, "complete": False, "store_format": STORE_FORMAT})
         yield group
-        group.attrs.update(_jsonable(dict(attrs or {})))
+        group.attrs.update(jsonable(dict(attrs or {})))
         group.attrs["complete"] = True
 
 
@@ -355,7 +355,7 @@ class ActsWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
-            self._group.attrs.update(_jsonable({**self.attrs, "n_tokens": self.n_tokens, "d_model": self.d_model,
+            self._group.attrs.update(jsonable({**self.attrs, "n_tokens": self.n_tokens, "d_model": self.d_model,
                                                 "dtype": self.dtype.name}))
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
@@ -450,7 +450,7 @@ class CodesWriter:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             density = self.nnz / max(1, self.n_tokens * self.d_sae)
-            self._group.attrs.update(_jsonable({**self.attrs, "n_tokens": self.n_tokens, "d_sae": self.d_sae,
+            self._group.attrs.update(jsonable({**self.attrs, "n_tokens": self.n_tokens, "d_sae": self.d_sae,
                                                 "nnz": self.nnz, "density": density,
                                                 "value_dtype": self.value_dtype.name}))
         return bool(self._ctx.__exit__(exc_type, exc, tb))

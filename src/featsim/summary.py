@@ -25,8 +25,8 @@ import pandas as pd
 
 from featsim.multiple_testing import (DEFAULT_ALPHA, STATUSES, WITH_P, adjust_pvalues, smallest_adjusted_p,
                                      underpowered_reason)
-from featsim.layout import PROVENANCE, cell_name, sibling
-from featsim.provenance import atomic_path, write_table
+from featsim.layout import cell_name
+from featsim.provenance import atomic_path
 
 ALPHA = DEFAULT_ALPHA
 """Default adjusted-p level behind the `significant` column (config `alpha`)."""
@@ -380,12 +380,6 @@ def summarize(score_paths: Iterable[str | os.PathLike], diagnostics_paths: Itera
     return _ordered(table, shape.columns, shape.sort_by)
 
 
-def write_summary(path: str | os.PathLike, table: pd.DataFrame, config_slice: Mapping, **ids) -> None:
-    """Write the table as CSV atomically and its provenance + column descriptions beside it."""
-    hashes = sorted({h for h in table.get("score_config_hash", pd.Series(dtype=object)).dropna()})
-    write_table(path, table, dict(config_slice), COLUMN_DOCS, {"upstream_config_hashes": hashes}, **ids)
-
-
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     """A summary CSV back as a DataFrame (empty strings kept as '', not NaN)."""
     text = ("reason", "flags", "keywords", "top_keywords_a", "top_keywords_b", "family", "filter_counts",
@@ -453,15 +447,6 @@ def write_html(path: str | os.PathLike, text: str) -> None:
     """Write an HTML page atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def write_summary_target(table: pd.DataFrame, csv_path: str | os.PathLike, html_path: str | os.PathLike, title: str,
-                         config_slice: Mapping, **ids) -> None:
-    """The summary rules' outputs: the CSV (+ provenance json beside it) and its HTML rendering."""
-    write_summary(csv_path, table, config_slice, **ids)
-    provenance = json.loads(sibling(csv_path, PROVENANCE).read_text())
-    provenance.pop("columns", None)
-    write_html(html_path, summary_html(table, title, provenance))
 
 
 def _reason_counts(reasons: pd.Series) -> str:

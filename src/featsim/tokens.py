@@ -159,12 +159,12 @@ def vocab_compatible(reference: dict[str, int], other: dict[str, int]) -> bool:
 
 
 def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | os.PathLike,
-                           loader: Callable[[str], Any] = load_tokenizer, comparisons: dict | None = None) -> None:
+                           loader: Callable[[str], Any] = load_tokenizer) -> None:
     """Stop unless every model's LM tokenizer is `vocab_compatible` with the experiment tokenizer.
 
-    `models` are the entries that read the experiment's token store; the error names the first comparison
-    (of `comparisons`, the config section) that involves a model with another tokenizer, since declaring
-    `align` on it is the fix."""
+    `models` are the entries that read the experiment's token store. Preflight already names the comparison
+    that lacks `align` when it can read both tokenizers; this check at run time names the model, so that the
+    job depends on no comparison config."""
     reference = tokenizer.get_vocab()
     checked: dict[str, bool] = {source: True}
     for name in models:
@@ -177,18 +177,11 @@ def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | 
                 raise ConfigError(f"models.{owner}.lm", f"cannot load the tokenizer {model_source} of model '{name}': "
                                                         f"{exc}") from exc
         if not checked[model_source]:
-            involved = [cmp for cmp, entry in (comparisons or {}).items() if name in (entry["a"], entry["b"])]
-            if involved:
-                cmp = involved[0]
-                raise ConfigError(f"comparisons.{cmp}",
-                                  f"compares models with different tokenizers: model '{name}' uses {model_source}, "
-                                  f"whose ids differ from those of the experiment tokenizer {source}; declare "
-                                  f"`align: word` (or token) on comparison '{cmp}' to correlate on "
-                                  "character-aligned positions, or compare models that share a tokenizer")
             raise ConfigError(f"models.{owner}.lm",
                               f"model '{name}' uses tokenizer {model_source}, which gives tokens of the experiment "
-                              f"tokenizer {source} other ids (or lacks them); all models of an experiment must share one "
-                              "tokenizer (compare models with the same vocabulary, or split the experiment)")
+                              f"tokenizer {source} other ids (or lacks them): declare `align: word` (or token) on "
+                              f"every comparison that includes '{name}' (comparisons.<name>.align) to correlate on "
+                              "character-aligned positions, or compare models that share a tokenizer")
 
 
 def special_ids(tokenizer) -> dict[str, int | None]:
@@ -557,57 +550,3 @@ def build_token_set(data: DataConfig, tokenizer, tokenizer_source: str, exp_dir:
     return TokenSet(packed.tokens, mask, attrs, _pack_spans(encoded, packer, n_rows, data, prepend, separator))
 
 
-def make_tokens(out_path: str | os.PathLike, data: dict, models: dict, legacy: dict | None,
-                exp_dir: str | os.PathLike, provenance: dict | None = None, spans: bool = False,
-                comparisons: dict | None = None) -> dict:
-    """The `tokens` rule: check that the models reading this store share the tokenizer, build the token set,
-    write tokens.zarr (with character spans when `spans`: an aligned comparison reads it).
-
-    `comparisons` (the config section) only names the comparison to fix in a tokenizer error.
-    Returns the store's attrs plus `n_sequences` and `n_unmasked`.
-    """
-    from featsim.stores import write_tokens
-
-    data_cfg = DataConfig.from_config(data, legacy)
-    source, key = experiment_tokenizer_source(data_cfg, models, exp_dir)
-    try:
-        tokenizer = load_tokenizer(source)
-    except OSError as exc:
-        raise ConfigError(key, f"cannot load tokenizer {source}: {exc}") from exc
-    check_shared_tokenizer(tokenizer, source, models, exp_dir, comparisons=comparisons)
-    token_set = build_token_set(data_cfg, tokenizer, source, exp_dir, spans=spans)
-    attrs = {**(provenance or {}), **token_set.attrs}
-    write_tokens(out_path, token_set.tokens, token_set.mask, attrs, spans=token_set.spans)
-    summary = {**attrs, "n_sequences": int(token_set.tokens.shape[0]), "n_unmasked": int(token_set.mask.sum())}
-    log.info("wrote %s: %d rows x %d, %d unmasked positions, tokenizer %s (vocab %s)", out_path,
-             *token_set.tokens.shape, summary["n_unmasked"], source, attrs["vocab_hash"])
-    return summary
-
-
-def make_further_tokens(out_path: str | os.PathLike, data: dict, lm: dict, owner: str, legacy: dict | None,
-                        exp_dir: str | os.PathLike, experiment_tokens: str | os.PathLike,
-                        provenance: dict | None = None) -> dict:
-    """The `tokens_further` rule: the documents of the experiment store, tokenized with the tokenizer of the LM
-    of model entry `owner` (its own store, with character spans), in as many rows as they fill.
-
-    The experiment store (made with spans) says how many documents it read; this store holds every token of
-    those documents, so each character offset the experiment store ends a token at can be looked up here.
-    """
-    from featsim.stores import open_tokens, write_tokens
-
-    reference = open_tokens(experiment_tokens)
-    n_documents = int(reference.read_spans()["doc"].max()) + 1
-    data_cfg = DataConfig.from_config(data, legacy)
-    key = f"models.{owner}.lm"
-    source = lm_tokenizer_source(lm, key, exp_dir)
-    try:
-        tokenizer = load_tokenizer(source)
-    except OSError as exc:
-        raise ConfigError(key, f"cannot load tokenizer {source}: {exc}") from exc
-    token_set = build_token_set(data_cfg, tokenizer, source, exp_dir, spans=True, n_documents=n_documents)
-    attrs = {**(provenance or {}), **token_set.attrs, "store_of": owner, "documents_of": str(experiment_tokens)}
-    write_tokens(out_path, token_set.tokens, token_set.mask, attrs, spans=token_set.spans)
-    summary = {**attrs, "n_sequences": int(token_set.tokens.shape[0]), "n_unmasked": int(token_set.mask.sum())}
-    log.info("wrote %s: %d rows x %d, %d unmasked positions from %d documents, tokenizer %s (vocab %s)", out_path,
-             *token_set.tokens.shape, summary["n_unmasked"], n_documents, source, attrs["vocab_hash"])
-    return summary

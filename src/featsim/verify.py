@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from featsim.alignment import open_alignment
+from featsim.correlation_result import open_correlation
 from featsim.provenance import process_alive, remove_path, temp_target
 from featsim.stores import (DamagedStoreError, IncompleteStoreError, StoreError, StoreKindError, open_acts,
                             open_codes, open_store, open_tokens, rebuild_advice)
@@ -50,12 +52,8 @@ def _read_everything(path: Path, kind: str) -> None:
         if store.has_spans:
             store.read_spans()
     elif kind == "alignment":
-        from featsim.alignment import open_alignment
-
         open_alignment(path)
     elif kind == "correlation":
-        from featsim.correlation_result import open_correlation
-
         open_correlation(path)
     else:
         raise DamagedStoreError(f"{path}: unknown store kind {kind!r}")

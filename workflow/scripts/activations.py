@@ -5,9 +5,8 @@ from pathlib import Path
 
 import torch
 
-from featsim.activations import make_activations
+from featsim.targets.activations import make_activations
 from featsim.layout import experiment_dir
-from featsim.provenance import make_provenance
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -17,10 +16,9 @@ log = logging.getLogger("activations")
 torch.set_num_threads(sm.threads)
 outputs = {layer: Path(path) for layer, path in zip(sm.params.layers, sm.output)}
 params = sm.params
-config_slice = {"lm": params.lm, "runtime": params.runtime, "users": params.users, "legacy": params.legacy}
 log.info("model %s (LM of %s), layers %s, read by %s", params.model, params.lm_owner, params.layers, list(params.users))
 stats = make_activations(sm.input.tokens, outputs, params.model, params.lm_owner, params.lm, params.users, params.legacy,
                          experiment_dir(sm.wildcards.exp), dtype=params.runtime["dtype"], device=params.runtime["device"],
                          batch_size=params.runtime["batch_size"],
-                         provenance=make_provenance(config_slice, experiment=sm.wildcards.exp, rule=sm.rule))
+                         ids={"experiment": sm.wildcards.exp, "rule": sm.rule})
 log.info("done: %.0f tokens/s over %d positions", stats["tokens_per_s"], stats["positions"])

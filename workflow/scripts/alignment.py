@@ -2,8 +2,7 @@
 
 import logging
 
-from featsim.alignment import make_alignment
-from featsim.provenance import make_provenance
+from featsim.targets.data import make_alignment
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -12,8 +11,6 @@ log = logging.getLogger("alignment")
 
 wc = sm.wildcards
 attrs = make_alignment(sm.input.tokens_a, sm.input.tokens_b, sm.output.alignment, wc.mode, float(sm.params.min_share),
-                       provenance=make_provenance({"mode": wc.mode, "min_share": sm.params.min_share},
-                                                  experiment=wc.exp, rule=sm.rule, store_a=wc.store_a,
-                                                  store_b=wc.store_b))
+                       ids={"experiment": wc.exp, "rule": sm.rule, "store_a": wc.store_a, "store_b": wc.store_b})
 log.info("%s x %s (%s): %d pairs, aligned share %.3f", wc.store_a, wc.store_b, wc.mode, attrs["n_pairs"],
          attrs["aligned_share"])

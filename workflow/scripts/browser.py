@@ -3,7 +3,8 @@
 import logging
 
 from featsim.alignment import comparison_rows
-from featsim.browser import BrowserSettings, build_browser
+from featsim.browser import BrowserSettings
+from featsim.targets.figures import build_browser
 from featsim.rulelog import rule_log
 from featsim.stores import open_codes
 
@@ -17,5 +18,7 @@ title = f"{wc.cmp} / {wc.pairing}: {entry['a']} layer {wc.la} vs {entry['b']} la
 rows = comparison_rows(sm.input.tokens, dict(sm.params.split), sm.input.get("tokens_b"), sm.input.get("alignment"))
 listed = build_browser(sm.input.pairs, sm.input.labels_a, sm.input.labels_b, open_codes(sm.input.codes_a),
                        open_codes(sm.input.codes_b), sm.output.html, sm.output.scatter,
-                       BrowserSettings.from_config(sm.params.browser), title, rows=rows)
+                       BrowserSettings.from_config(sm.params.browser), title, rows=rows,
+                       ids={"experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing, "layer_a": int(wc.la),
+                            "layer_b": int(wc.lb)})
 log.info("%s: listed %d pairs", title, len(listed))

@@ -6,8 +6,7 @@ from pathlib import Path
 import torch
 
 from featsim.layout import experiment_dir
-from featsim.provenance import make_provenance
-from featsim.saes import make_codes
+from featsim.targets.activations import make_codes
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -17,11 +16,10 @@ log = logging.getLogger("codes")
 torch.set_num_threads(sm.threads)
 wc, params = sm.wildcards, sm.params
 out = Path(sm.output.codes)
-config_slice = {"sae": params.sae, "activation": params.activation, "legacy": params.legacy}
 meta = make_codes(sm.input.acts, wc.model, int(wc.layer), params.sae, params.activation, params.legacy,
                   exp_dir=experiment_dir(wc.exp), out_codes=out, out_decoder=sm.output.decoder, out_meta=sm.output.meta,
-                  device=params.device, provenance=make_provenance(config_slice, experiment=wc.exp, model=wc.model,
-                                                                   layer=int(wc.layer), rule="codes"))
+                  device=params.device, ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer),
+                                             "rule": "codes"})
 quality = meta["quality"]
 log.info("%s L%s at %s: FVU %.4f, L0 %.2f, dead %.1f%% over %d tokens", wc.model, wc.layer, meta["hook"],
          quality["fvu"], quality["mean_l0"], 100 * quality["dead_fraction"], quality["n_tokens"])

@@ -3,7 +3,7 @@ one figure per metric, in one scope (whole space, or concept subspaces)."""
 
 import logging
 
-from featsim.figures import write_comparison_figures
+from featsim.targets.figures import write_comparison_figures
 from featsim.rulelog import rule_log
 from featsim.summary import read_summary
 

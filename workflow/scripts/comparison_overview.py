@@ -2,7 +2,8 @@
 
 import logging
 
-from featsim.summary import comparison_overview, read_summary, write_summary_target
+from featsim.summary import comparison_overview, read_summary
+from featsim.targets.summary import write_summary_target
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -15,6 +16,6 @@ semantic = {name: read_summary(path) for name, path in zip(names, sm.input.seman
 table = comparison_overview(summaries, semantic)
 write_summary_target(table, sm.output.table, sm.output.html,
                      f"pairing {sm.wildcards.pairing}: all comparisons at a glance", {"correction": sm.params.correction},
-                     kind="comparison_overview", experiment=sm.wildcards.exp, pairing=sm.wildcards.pairing,
-                     comparisons=names)
+                     {"kind": "comparison_overview", "experiment": sm.wildcards.exp,
+                      "pairing": sm.wildcards.pairing, "comparisons": names})
 log.info("overview of %d comparisons (%d with concept scores)", len(summaries), len(semantic))

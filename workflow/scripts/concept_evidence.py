@@ -2,7 +2,7 @@
 
 import logging
 
-from featsim.concept_evidence import write_concept_evidence
+from featsim.targets.concepts import write_concept_evidence
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -16,9 +16,7 @@ labels = {(model, int(layer)): path for (model, layer), path in zip(sm.params.mo
 agreement, contrasts = write_concept_evidence(
     comparisons, pairs, corr, labels, sm.output.agreement, sm.output.contrasts, pairing=sm.wildcards.pairing,
     n_permutations=int(sm.params.permutations), seed=int(sm.params.seed), alternative=sm.params.alternative,
-    alpha=float(sm.params.alpha), ids={"experiment": sm.wildcards.exp},
-    config_slice={"comparisons": comparisons, "permutations": sm.params.permutations, "seed": sm.params.seed,
-                  "alternative": sm.params.alternative, "alpha": sm.params.alpha})
+    alpha=float(sm.params.alpha), ids={"experiment": sm.wildcards.exp})
 overall = agreement[agreement["concept"] == ""]
 for row in overall.itertuples():
     log.info("CA %s A%s_B%s: %.3f of %d labelled pairs (null %.3f), p_holm %.2g, recall %.3f", row.comparison,

@@ -2,7 +2,8 @@
 
 import logging
 
-from featsim.concept_labels import LabelRule, write_concept_labels
+from featsim.concept_labels import LabelRule
+from featsim.targets.concepts import write_concept_labels
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -10,8 +11,8 @@ rule_log(sm.log[0])
 log = logging.getLogger("concept_labels")
 
 rule = LabelRule.from_config(sm.params.rule)
-ids = [{"experiment": sm.wildcards.exp, "model": model, "layer": int(layer)} for model, layer in sm.params.model_layers]
-tables = write_concept_labels(sm.input.labels, sm.input.concepts, sm.output.labels, rule, ids)
+tables = write_concept_labels(sm.input.labels, sm.input.concepts, sm.output.labels, rule, sm.params.model_layers,
+                              ids={"experiment": sm.wildcards.exp})
 for (model, layer), table in zip(sm.params.model_layers, tables):
     log.info("%s layer %s: %d of %d latents labelled (%s); %s", model, layer, table["concept"].notna().sum(),
              len(table), rule, table["status"].value_counts().to_dict())

@@ -2,7 +2,7 @@
 
 import logging
 
-from featsim.semantic import write_members_layers
+from featsim.targets.semantic import write_members_layers
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -10,10 +10,9 @@ rule_log(sm.log[0])
 log = logging.getLogger("concept_members")
 
 wc = sm.wildcards
-ids = [{"experiment": wc.exp, "model": model, "layer": int(layer), "concept": wc.concept}
-       for model, layer in sm.params.model_layers]
-tables = write_members_layers(sm.input.labels, sm.input.concept, sm.output.members, int(sm.params.min_examples), ids,
-                              float(sm.params.min_fraction))
+tables = write_members_layers(sm.input.labels, sm.input.concept, sm.output.members, int(sm.params.min_examples),
+                              sm.params.model_layers, ids={"experiment": wc.exp},
+                              min_fraction=float(sm.params.min_fraction))
 for (model, layer), members in zip(sm.params.model_layers, tables):
     log.info("concept %s, %s layer %s: %d latents (min_examples %s); top keywords %s", wc.concept, model, layer,
              len(members), sm.params.min_examples, members["top_keyword"].value_counts().head(10).to_dict())

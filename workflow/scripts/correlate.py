@@ -5,7 +5,7 @@ import time
 
 import numba
 
-from featsim.correlate import correlate_code_stores
+from featsim.targets.correlate import correlate_code_stores
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -14,12 +14,12 @@ log = logging.getLogger("correlate")
 
 numba.set_num_threads(max(1, min(sm.threads, numba.config.NUMBA_NUM_THREADS)))
 wc = sm.wildcards
-comparison = sm.config["comparisons"][wc.cmp]  # model names, for provenance (they also fix the input paths)
-ids = {"experiment": wc.exp, "comparison": wc.cmp, "model_a": comparison["a"], "model_b": comparison["b"],
+models = sm.params.models  # the compared model entries, for provenance (they also fix the input paths)
+ids = {"experiment": wc.exp, "comparison": wc.cmp, "model_a": models["a"], "model_b": models["b"],
        "layer_a": int(wc.la), "layer_b": int(wc.lb), "rule": sm.rule}
 started = time.perf_counter()
 result = correlate_code_stores(sm.input.codes_a, sm.input.codes_b, sm.output.corr, dict(sm.params.correlation), ids,
                                tokens_path=sm.input.tokens, split_config=dict(sm.params.split),
                                tokens_b_path=sm.input.get("tokens_b"), alignment_path=sm.input.get("alignment"))
-log.info("%s layer %s x %s layer %s: %s in %.1f s", comparison["a"], wc.la, comparison["b"], wc.lb,
+log.info("%s layer %s x %s layer %s: %s in %.1f s", models["a"], wc.la, models["b"], wc.lb,
          result.summary(), time.perf_counter() - started)

@@ -3,7 +3,8 @@ comparison/pairing."""
 
 import logging
 
-from featsim.figures import GridLabels, write_layer_figures
+from featsim.figures import GridLabels
+from featsim.targets.figures import write_layer_figures
 from featsim.summary import read_summary
 from featsim.rulelog import rule_log
 

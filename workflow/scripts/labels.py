@@ -2,7 +2,8 @@
 
 import logging
 
-from featsim.labels import LabelsConfig, write_labels
+from featsim.labels import LabelsConfig
+from featsim.targets.labels import write_labels
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 
 import logging
 
-from featsim.pairing import write_pairs
+from featsim.targets.pairing import write_pairs
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

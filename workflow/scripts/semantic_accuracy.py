@@ -2,7 +2,7 @@
 
 import logging
 
-from featsim.semantic import write_accuracy
+from featsim.targets.semantic import write_accuracy
 from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,8 @@
 
 import logging
 
-from featsim.figures import GridLabels, write_semantic_figures
+from featsim.figures import GridLabels
+from featsim.targets.figures import write_semantic_figures
 from featsim.summary import read_summary
 from featsim.rulelog import rule_log
 

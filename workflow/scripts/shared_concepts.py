@@ -2,10 +2,10 @@
 
 import logging
 
-from featsim.provenance import write_table
 from featsim.rulelog import rule_log
-from featsim.shared_concepts import COLUMN_DOCS, shared_concepts_html, shared_concepts_table
-from featsim.summary import read_summary, write_html
+from featsim.shared_concepts import shared_concepts_table
+from featsim.targets.concepts import write_shared_concepts
+from featsim.summary import read_summary
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -19,9 +19,8 @@ agreement = {pairing: read_summary(path) for pairing, path in zip(p.pairings, sm
 contrasts = {pairing: read_summary(path) for pairing, path in zip(p.pairings, sm.input.contrasts, strict=True)}
 table = shared_concepts_table(p.contrasts, summaries, semantic, agreement, contrasts, p.semantic_pairing,
                               alpha=float(p.alpha))
-write_table(sm.output.table, table, {"contrasts": p.contrasts, "correction": p.correction, "alpha": p.alpha},
-            COLUMN_DOCS, kind="shared_concepts", experiment=sm.wildcards.exp)
-write_html(sm.output.html, shared_concepts_html(table, alpha=float(p.alpha)))
+write_shared_concepts(table, sm.output.table, sm.output.html, contrasts=p.contrasts, correction=p.correction,
+                      alpha=float(p.alpha), ids={"experiment": sm.wildcards.exp})
 for row in table.itertuples():
     log.info("%s vs %s | %s %s (%s): X %.4g, Y %.4g, separates: %s", row.x, row.y, row.scope, row.statistic,
              row.pairing, row.value_x, row.value_y, row.separates)

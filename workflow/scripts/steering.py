@@ -2,7 +2,8 @@
 
 from featsim.layout import experiment_dir
 from featsim.rulelog import rule_log
-from featsim.steering_stage import LaterCell, SteeringCell, SteeringOutputs, SteeringSide, cells_after, run_steering
+from featsim.steering_stage import LaterCell, SteeringCell, SteeringSide, cells_after
+from featsim.targets.steering import SteeringOutputs, run_steering
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

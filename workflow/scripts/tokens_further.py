@@ -4,19 +4,16 @@ import logging
 from pathlib import Path
 
 from featsim.layout import experiment_dir
-from featsim.provenance import make_provenance
 from featsim.rulelog import rule_log
-from featsim.tokens import make_further_tokens
+from featsim.targets.data import make_further_tokens
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
 log = logging.getLogger("tokens")
 
 params = sm.params
-config_slice = {"data": params.data, "lm": params.lm, "legacy": params.legacy}
 attrs = make_further_tokens(Path(sm.output.tokens), params.data, params.lm, params.owner, params.legacy,
                             exp_dir=experiment_dir(sm.wildcards.exp), experiment_tokens=sm.input.experiment_tokens,
-                            provenance=make_provenance(config_slice, experiment=sm.wildcards.exp, rule=sm.rule,
-                                                       store=sm.wildcards.store))
+                            ids={"experiment": sm.wildcards.exp, "rule": sm.rule, "store": sm.wildcards.store})
 log.info("store %s: %d rows (%d unmasked), tokenizer %s", sm.wildcards.store, attrs["n_sequences"],
          attrs["n_unmasked"], attrs["tokenizer"])

@@ -11,5 +11,6 @@ from featsim.rulelog import rule_log  # noqa: E402
 snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
 rule_log(snakemake.log[0])
 
-stats = build_corpus_dir(ToyCorpusConfig.from_config(dict(snakemake.params.toy)), snakemake.output[0])
+stats = build_corpus_dir(ToyCorpusConfig.from_config(dict(snakemake.params.toy)), snakemake.output[0],
+                         ids={"experiment": snakemake.wildcards.exp})
 print(f"toy corpus written to {snakemake.output[0]}: {json.dumps(stats)}", flush=True)

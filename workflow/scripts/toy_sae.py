@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
 
-from featsim.provenance import make_provenance, read_directory_provenance  # noqa: E402
 from featsim.toy.sae import ToySAEConfig, train_toy_sae  # noqa: E402
 from featsim.rulelog import rule_log  # noqa: E402
 
@@ -14,13 +13,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
 rule_log(snakemake.log[0])
 
 model = snakemake.params.model
-sae_toy = dict(snakemake.params.toy)
-sae_config = ToySAEConfig.from_config(sae_toy, key=f"models.{model}.sae.toy")
-lm_record = read_directory_provenance(snakemake.input.lm)
+sae_config = ToySAEConfig.from_config(dict(snakemake.params.toy), key=f"models.{model}.sae.toy")
 for layer, out_dir in zip(snakemake.params.layers, snakemake.output, strict=True):
-    record = make_provenance({"sae.toy": sae_toy, "lm.toy": dict(snakemake.params.lm)}, kind="toy_sae",
-                             model=model, layer=int(layer), lm_model=lm_record.get("model"),
-                             lm_config_hash=lm_record["config_hash"])
     metrics = train_toy_sae(sae_config, snakemake.input.lm, snakemake.input.corpus, int(layer), out_dir,
-                            threads=snakemake.threads, provenance=record, model_entry=model)
+                            threads=snakemake.threads, ids={"model": model}, model_entry=model)
     print(f"toy SAE {model} L{layer} written to {out_dir}: {json.dumps(metrics)}", flush=True)

@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -245,12 +245,14 @@ def corpus_statistics(train: list[str], heldout: list[str]) -> dict[str, Any]:
     }
 
 
-def build_corpus_dir(cfg: ToyCorpusConfig, out_dir: str | Path) -> dict[str, Any]:
-    """The `toy_corpus` target: corpus files, word-level tokenizer and provenance, written atomically."""
+def build_corpus_dir(cfg: ToyCorpusConfig, out_dir: str | Path, ids: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The `toy_corpus` target: corpus files, word-level tokenizer and provenance (`cfg`, `ids`, the corpus
+    statistics), written atomically."""
     from featsim.toy.tokenizer import build_word_tokenizer  # transformers: imported only when needed
 
     with atomic_path(out_dir) as tmp:
         stats = write_corpus(tmp, cfg.n_stories, cfg.seed, cfg.permutation_seed, cfg.n_heldout_stories)
         build_word_tokenizer(vocabulary()).save_pretrained(str(tmp / TOKENIZER_DIR))
-        write_json(tmp / DIRECTORY_PROVENANCE, make_provenance(asdict(cfg), kind="toy_corpus", **stats))
+        record = make_provenance(asdict(cfg), kind="toy_corpus", **dict(ids or {}), **stats)
+        write_json(tmp / DIRECTORY_PROVENANCE, record)
     return stats

@@ -12,21 +12,23 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from featsim.errors import ConfigError
-from featsim.provenance import DIRECTORY_PROVENANCE, atomic_path, make_provenance, write_json
+from featsim.provenance import (DIRECTORY_PROVENANCE, atomic_path, make_provenance, read_directory_provenance,
+                                write_json)
 from featsim.toy.corpus import HELDOUT_FILE, HELDOUT_PERMUTED_FILE, TOKENIZER_DIR, TRAIN_FILE, TRAIN_PERMUTED_FILE
-from featsim.toy.sequences import story_rows
 from featsim.toy.reproducible import reproducible_torch
+from featsim.toy.sequences import read_stories, story_rows
 from featsim.toy.settings import config_from_dict
-from featsim.toy.tokenizer import load_word_tokenizer
+from featsim.toy.tokenizer import build_bpe_tokenizer, load_word_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -87,8 +89,6 @@ class ToyLMConfig:
 
 def _quiet_hooked_transformer(hooked_cfg, tokenizer):
     """A HookedTransformer, without transformer-lens 3.9's deprecation warning (we build it from a config)."""
-    import warnings
-
     from transformer_lens import HookedTransformer
 
     with warnings.catch_warnings():
@@ -133,16 +133,17 @@ def heldout_loss(model, rows: np.ndarray, batch_size: int = 64) -> float:
 
 
 def train_toy_lm(cfg: ToyLMConfig, corpus_dir: str | Path, out_dir: str | Path, threads: int = 1,
-                 provenance: dict | None = None) -> dict[str, Any]:
+                 ids: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train one toy LM on its corpus and write the checkpoint directory atomically; return its metrics.
 
     Deterministic: the same config and thread count give the same weights (seeded init and data
-    order, deterministic torch algorithms). `provenance` is the record to store (default: one built
-    from `cfg` alone).
+    order, deterministic torch algorithms). Its provenance: `cfg`, `ids` and the corpus's config hash.
     """
+    record = make_provenance(asdict(cfg), kind="toy_lm", **dict(ids or {}),
+                             corpus_config_hash=read_directory_provenance(corpus_dir)["config_hash"])
     with reproducible_torch(threads), tempfile.TemporaryDirectory() as scratch:
         tokenizer_dir = lm_tokenizer_dir(cfg, Path(corpus_dir), Path(scratch))
-        return _train_toy_lm(cfg, Path(corpus_dir), tokenizer_dir, out_dir, threads, provenance)
+        return _train_toy_lm(cfg, Path(corpus_dir), tokenizer_dir, out_dir, threads, record)
 
 
 def lm_tokenizer_dir(cfg: ToyLMConfig, corpus_dir: Path, scratch: Path) -> Path:
@@ -150,8 +151,6 @@ def lm_tokenizer_dir(cfg: ToyLMConfig, corpus_dir: Path, scratch: Path) -> Path:
     and saved under `scratch` (the checkpoint keeps a copy)."""
     if cfg.tokenizer == "word":
         return corpus_dir / TOKENIZER_DIR
-    from featsim.toy.sequences import read_stories
-    from featsim.toy.tokenizer import build_bpe_tokenizer
 
     build_bpe_tokenizer(read_stories(corpus_dir / CORPUS_FILES[cfg.corpus][0]), cfg.bpe_vocab_size).save_pretrained(
         str(scratch / TOKENIZER_DIR))
@@ -159,7 +158,7 @@ def lm_tokenizer_dir(cfg: ToyLMConfig, corpus_dir: Path, scratch: Path) -> Path:
 
 
 def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, tokenizer_dir: Path, out_dir: str | Path, threads: int,
-                  provenance: dict | None) -> dict[str, Any]:
+                  record: dict) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
     tokenizer = load_word_tokenizer(tokenizer_dir)
     train_file, heldout_file = CORPUS_FILES[cfg.corpus]
@@ -210,7 +209,6 @@ def _train_toy_lm(cfg: ToyLMConfig, corpus_dir: Path, tokenizer_dir: Path, out_d
         "train_seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu_started,  # whole call, process CPU
     }
-    record = provenance or make_provenance(asdict(cfg), kind="toy_lm")
     with atomic_path(out_dir) as tmp:
         save_toy_lm(model, transformer_config, tokenizer_dir, tmp)
         write_json(tmp / METRICS_FILE, metrics)

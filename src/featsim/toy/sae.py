@@ -9,15 +9,17 @@ on; featsim adds `metrics.json` (held-out FVU, L0, dead fraction) and `provenanc
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from featsim.errors import ConfigError
-from featsim.provenance import DIRECTORY_PROVENANCE, atomic_path, make_provenance, write_json
+from featsim.provenance import (DIRECTORY_PROVENANCE, atomic_path, make_provenance, read_directory_provenance,
+                                write_json)
 from featsim.toy.corpus import HELDOUT_FILE, TRAIN_FILE, TRAIN_PERMUTED_FILE
 from featsim.toy.lm import load_toy_lm
 from featsim.toy.sequences import story_rows
@@ -136,24 +138,25 @@ def sae_quality(sae, model, rows: np.ndarray, special_ids: list[int], batch_size
 
 
 def train_toy_sae(cfg: ToySAEConfig, lm_dir: str | Path, corpus_dir: str | Path, layer: int,
-                  out_dir: str | Path, threads: int = 1, provenance: dict | None = None,
+                  out_dir: str | Path, threads: int = 1, ids: Mapping[str, Any] | None = None,
                   model_entry: str = "<model>") -> dict[str, Any]:
     """Train a TopK SAE on `blocks.{layer}.hook_resid_post` of the toy LM in `lm_dir`; save it atomically.
 
     Seeds torch with `cfg.seed` before sae-lens builds the SAE (sae-lens's own `seed` field does not
     seed torch) and runs deterministic algorithms on `threads` threads, so a rerun with the same
     config and thread count gives bit-identical weights. Returns the held-out quality metrics.
-    `provenance` is the record to store (default: one built from `cfg` and `layer`); `model_entry`
-    names the config entry in error messages.
+    Its provenance: `cfg`, `layer`, `ids` and the LM's model and config hash; `model_entry` names the
+    config entry in error messages.
     """
+    lm_record = read_directory_provenance(lm_dir)
+    record = make_provenance(asdict(cfg), kind="toy_sae", **dict(ids or {}), layer=int(layer),
+                             lm_model=lm_record.get("model"), lm_config_hash=lm_record["config_hash"])
     with reproducible_torch(threads):
-        return _train_toy_sae(cfg, lm_dir, Path(corpus_dir), layer, out_dir, threads, provenance, model_entry)
+        return _train_toy_sae(cfg, lm_dir, Path(corpus_dir), layer, out_dir, threads, record, model_entry)
 
 
 def _train_toy_sae(cfg: ToySAEConfig, lm_dir: str | Path, corpus_dir: Path, layer: int, out_dir: str | Path,
-                   threads: int, provenance: dict | None, model_entry: str) -> dict[str, Any]:
-    import warnings
-
+                   threads: int, record: dict, model_entry: str) -> dict[str, Any]:
     from datasets import Dataset
     from sae_lens import SAE, LanguageModelSAETrainingRunner
 
@@ -195,6 +198,5 @@ def _train_toy_sae(cfg: ToySAEConfig, lm_dir: str | Path, corpus_dir: Path, laye
             "cpu_seconds": time.process_time() - cpu_started,  # whole call, process CPU
         }
         write_json(tmp / METRICS_FILE, metrics)
-        record = provenance or make_provenance(asdict(cfg), kind="toy_sae", layer=layer)
         write_json(tmp / DIRECTORY_PROVENANCE, {**record, "hook_name": metrics["hook_name"]})
     return metrics

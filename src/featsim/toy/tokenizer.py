@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE, WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
+from tokenizers.trainers import BpeTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -36,10 +37,6 @@ def build_bpe_tokenizer(stories: list[str], vocab_size: int) -> PreTrainedTokeni
     space and labels can rebuild whole words (featsim.labels.word_rules); with a small `vocab_size` most
     words split into several tokens. Offsets are characters of the story, as the word tokenizer's are.
     """
-    from tokenizers import decoders, pre_tokenizers
-    from tokenizers.models import BPE
-    from tokenizers.trainers import BpeTrainer
-
     backend = Tokenizer(BPE(unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     backend.decoder = decoders.Metaspace()
