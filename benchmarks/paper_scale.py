@@ -167,7 +167,8 @@ def summary(root: Path) -> dict:
     table = summarize([root / f"score_{metric}.json" for metric in METRICS],
                              [root / "pairs_hungarian.diagnostics.json"], "main", "hungarian", "holm")
     write_summary_target(table, root / "summary.csv", root / "summary.html", "paper-scale rehearsal",
-                         {"correction": "holm"}, {"kind": "summary", "experiment": "paper"})
+                         {"correction": "holm"},
+                         ids={"kind": "summary", "experiment": "paper"})
     return {"rows": len(table)}
 
 

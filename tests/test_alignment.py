@@ -12,11 +12,11 @@ import scipy.sparse as sp
 
 from featsim.alignment import (RowPairs, align_candidates, build_alignment, check_aligned_share, comparison_rows,
                                open_alignment, side_candidates)
-from featsim.targets.data import make_alignment
 from featsim.correlate import max_correlation
 from featsim.errors import ConfigError
 from featsim.provenance import config_hash
 from featsim.stores import open_codes, open_tokens, write_codes, write_tokens
+from featsim.targets.data import make_alignment
 from featsim.tokens import DataConfig, build_token_set, ends_word
 
 WORDS = ["grandmother", "cat", "sat", "on", "the", "mat", "happily", "rabbit", "garden", "."]

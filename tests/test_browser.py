@@ -9,8 +9,8 @@ import scipy.sparse as sp
 
 from featsim.browser import (BrowserSettings, browser_page, labels_index, pair_activations, pearson, scatter_figure,
                              top_pairs)
-from featsim.targets.figures import build_browser
 from featsim.stores import open_codes, write_codes
+from featsim.targets.figures import build_browser
 
 N_TOKENS, D_A, D_B = 500, 12, 9
 

@@ -298,3 +298,41 @@ def test_shared_concepts_table_says_what_separates_and_what_does_not():
     summaries[("main", "p")] = summary([np.nan] * 4, status="not_scored")
     table = shared_concepts_table({"main": ["control"]}, summaries, {}, {"p": agreement}, {"p": contrasts}, None)
     assert table.set_index("statistic").loc["rsa", "separates"] == "not scored"
+
+
+def test_concept_labels_target_labels_each_layer_by_the_rule_and_names_it(tmp_path):
+    """The target of the concept_labels rule: each labels table gets the brute-force labels, its own (model,
+    layer) in the provenance, and a min_examples above the stored top_k stops with the config key."""
+    import yaml
+
+    from featsim.parquet import read_parquet_provenance, write_parquet
+    from featsim.targets.concepts import write_concept_labels
+
+    concept_files = []
+    for name, words in (("animal", ANIMALS), ("color", COLOURS)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "description": name, "case": "insensitive", "keywords": words}))
+        concept_files.append(path)
+    rng = np.random.default_rng(1)
+    vocabulary = ANIMALS + COLOURS + ["the", "a", "ran"]
+    tables, label_paths = [], []
+    for layer in (0, 1):
+        top_words = [list(rng.choice(vocabulary, size=rng.integers(0, 10))) for _ in range(60)]
+        tables.append(top_words)
+        label_paths.append(tmp_path / f"labels_L{layer}.parquet")
+        write_parquet(label_paths[-1], pd.DataFrame({"latent": np.arange(60), "top_words": top_words}), {"top_k": 10})
+    rule = LabelRule(0.3, 2, min_examples=3)
+    outputs = [tmp_path / "out_L0.parquet", tmp_path / "out_L1.parquet"]
+    write_concept_labels(label_paths, concept_files, outputs, rule, [("A", 0), ("A", 1)], ids={"experiment": "e"})
+    concepts = [_concept("animal", ANIMALS), _concept("color", COLOURS)]
+    for layer, (top_words, out) in enumerate(zip(tables, outputs)):
+        written = pd.read_parquet(out)
+        expected = [_brute_force_label(words, concepts, rule) for words in top_words]
+        assert [c if isinstance(c, str) else None for c in written["concept"]] == expected
+        provenance = read_parquet_provenance(out)
+        assert (provenance["model"], provenance["layer"], provenance["experiment"]) == ("A", layer, "e")
+        assert provenance["n_labelled"] == sum(e is not None for e in expected)
+    with pytest.raises(ConfigError) as err:
+        write_concept_labels(label_paths, concept_files, outputs, LabelRule(0.3, 2, min_examples=11),
+                             [("A", 0), ("A", 1)], ids={"experiment": "e"})
+    assert err.value.key == "semantic.min_examples"

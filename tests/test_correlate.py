@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import featsim.correlate as correlate
-from featsim.targets.correlate import correlate_code_stores
 from featsim.correlate import CorrelationConfig, max_correlation
-from featsim.correlation_result import open_correlation, write_correlation
+import featsim.correlate as correlate
 from featsim.correlation_result import ARRAY_FIELDS
+from featsim.correlation_result import open_correlation, write_correlation
 from featsim.errors import ConfigError
 from featsim.stores import open_codes, open_store, write_codes
+from featsim.targets.correlate import correlate_code_stores
 
 TIE_DECIMALS = 12  # oracle values equal to this many decimals are ties (exact ties up to rounding)
 

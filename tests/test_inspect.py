@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 from featsim import stores
 from featsim.cli import main
-from featsim.provenance import make_provenance, save_npy, write_json
 from featsim.parquet import write_parquet
+from featsim.provenance import make_provenance, save_npy, write_json
 
 
 def test_inspect_codes_text_and_json(tmp_path, capsys):

@@ -23,10 +23,10 @@ import zarr
 
 from featsim import stores
 from featsim.cli import main
-from featsim.targets.correlate import correlate_code_stores
 from featsim.correlation_result import open_correlation
 from featsim.provenance import make_provenance
 from featsim.stores import DamagedStoreError, IncompleteStoreError, NonFiniteDataError
+from featsim.targets.correlate import correlate_code_stores
 
 N_ROWS, WIDTH = 300, 40
 

@@ -6,9 +6,9 @@ import pytest
 import scipy.sparse as sp
 
 from featsim.labels import LABEL_COLUMNS, LabelsConfig, label_latents, latent_stats, position_text, word_rules
-from featsim.targets.labels import write_labels
 from featsim.parquet import read_parquet_provenance
 from featsim.stores import open_codes, open_tokens, write_codes, write_tokens
+from featsim.targets.labels import write_labels
 from featsim.tokens import vocab_hash
 from featsim.toy.tokenizer import build_word_tokenizer
 

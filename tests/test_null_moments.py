@@ -17,8 +17,8 @@ from featsim.null import permutation_test
 from featsim.null_tail import cantelli_p, pearson3_sf, skewness
 from featsim.parquet import write_parquet
 from featsim.scoring import score_pairs
-from featsim.targets.scoring import score_cell
 from featsim.summary import SCORE_COLUMNS, TAIL_COLUMNS, summarize
+from featsim.targets.scoring import score_cell
 
 CLOSED = ["cka", "cka_unbiased", "rsa", "mutual_knn"]
 KNN_K = 3

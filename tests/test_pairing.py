@@ -10,8 +10,8 @@ import pytest
 from featsim.correlate import max_correlation
 from featsim.correlation_result import CorrelationResult, write_correlation
 from featsim.errors import ConfigError
-from featsim.parquet import read_parquet_provenance
 from featsim.pairing import STRATEGIES, PairingVariant, max_weight_matching, pair, pair_variant
+from featsim.parquet import read_parquet_provenance
 from featsim.targets.pairing import write_pairs
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from featsim.layout import NULL, sibling
 from featsim.metrics import METRICS
 from featsim.null import permutation_test
 from featsim.parquet import write_parquet
 from featsim.scoring import cell_seed, load_pairs, score_pairs, score_pairs_with_null
-from featsim.targets.scoring import score_cell
-from featsim.layout import NULL, sibling
 from featsim.summary import read_score
+from featsim.targets.scoring import score_cell
 
 
 def decoders_and_pairs(n_pairs=30, seed=0):

@@ -8,10 +8,10 @@ import scipy.sparse as sp
 from featsim.correlate import max_correlation
 from featsim.errors import ConfigError
 from featsim.labels import LabelsConfig, latent_stats
-from featsim.targets.labels import write_labels
 from featsim.parquet import read_parquet_provenance
 from featsim.split import heldout_sequences, token_split
 from featsim.stores import open_tokens, write_codes
+from featsim.targets.labels import write_labels
 from test_correlate import assert_matches_oracle, random_codes
 from test_labels import make_token_store, random_codes as random_dense_codes, word_tokenizer  # noqa: F401 (fixture)
 

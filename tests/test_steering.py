@@ -623,3 +623,60 @@ def test_downstream_figure_draws_cells_and_says_when_there_is_none():
     figure = downstream_figure(downstream_table(rows, null_draws=99), "main")
     assert "A L1 / B L1" in figure.axes[0].get_title()
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["animal", "color"]
+
+
+# ---------------------------------------------------------------- the target: stamping and routing the records
+
+from featsim.layout import PROVENANCE, sibling  # noqa: E402
+from featsim.provenance import config_hash  # noqa: E402
+from featsim.steering_stage import (SPECIFICITY_COLUMNS, SteeringDocument, SteeringResult, SteeringSide,  # noqa: E402
+                                    downstream_table, summary_table)
+from featsim.targets import steering as steering_target  # noqa: E402
+
+
+def test_run_steering_writes_each_record_where_the_rule_declared_it_with_provenance(tmp_path, monkeypatch):
+    """The stage returns records; the target puts each at its declared path with the config's hash, the ids,
+    the cell and the prompts' shape, and draws the matrix figure from the cells' agreement records."""
+    import json
+
+    from matplotlib.figure import Figure
+
+    records = {(1, 1, "animal"): {"concept": "animal", "x": 1}, (1, 1, "color"): {"concept": "color", "x": 2},
+               (1, 1, None): {"layer_a": 1, "layer_b": 1, "matrices": [], "concepts": ["animal", "color"]},
+               (2, 1, "animal"): {"concept": "animal", "x": 3},
+               (2, 1, None): {"layer_a": 2, "layer_b": 1, "matrices": [], "concepts": ["animal"]}}
+    result = SteeringResult(summary_table([], 50), pd.DataFrame(columns=list(SPECIFICITY_COLUMNS)),
+                            downstream_table([], 50),
+                            [SteeringDocument(la, lb, c, record) for (la, lb, c), record in records.items()], (8, 12))
+    monkeypatch.setattr(steering_target, "steer_comparison", lambda *args, **kwargs: result)
+    drawn = {}
+
+    def matrix_figure(agreements, *args):
+        drawn["agreements"] = agreements
+        return Figure()
+
+    monkeypatch.setattr(steering_target, "effects_figure", lambda *args: Figure())
+    monkeypatch.setattr(steering_target, "downstream_figure", lambda *args: Figure())
+    monkeypatch.setattr(steering_target, "matrix_figure", matrix_figure)
+    concept_jsons = {(1, 1): {"animal": str(tmp_path / "a11.json"), "color": str(tmp_path / "c11.json")},
+                     (2, 1): {"animal": str(tmp_path / "a21.json")}}
+    agreement_jsons = {(1, 1): str(tmp_path / "m11.json"), (2, 1): str(tmp_path / "m21.json")}
+    outputs = steering_target.SteeringOutputs(concept_jsons, agreement_jsons, *(str(tmp_path / f"{name}") for name in (
+        "summary.csv", "specificity.csv", "downstream.csv", "effects.png", "matrix.png", "downstream.png")))
+    steering_config = {"prompts": 8, "alphas": [0.5, 1.0]}
+    side = SteeringSide(model="A", lm_owner="A", lm={"source": "toy"}, sae={"source": "toy"}, dtype="float32")
+    steering_target.run_steering([], {}, side, side, "tokens.zarr", {"heldout_fraction": 0.2, "seed": 0},
+                                 steering_config, tmp_path, {"experiment": "e", "comparison": "main"}, outputs,
+                                 significance=0.05)
+    paths = {**{(la, lb, c): p for (la, lb), m in concept_jsons.items() for c, p in m.items()},
+             **{(la, lb, None): p for (la, lb), p in agreement_jsons.items()}}
+    for key, record in records.items():
+        written = json.loads(open(paths[key]).read())
+        provenance = written.pop("provenance")
+        assert written == record
+        assert (provenance["layer_a"], provenance["layer_b"]) == key[:2] and provenance["experiment"] == "e"
+        assert provenance["config_hash"] == config_hash(steering_config) and provenance["prompts"] == 8
+        assert provenance["prompt_length"] == 12 and provenance["kind"] == "steering"
+    assert [agreement["layer_a"] for agreement in drawn["agreements"]] == [1, 2]
+    for name, kind in (("summary.csv", "steering_summary"), ("downstream.csv", "steering_downstream")):
+        assert json.loads(sibling(tmp_path / name, PROVENANCE).read_text())["kind"] == kind

@@ -6,8 +6,8 @@ import scipy.sparse as sp
 import zarr
 
 from featsim import stores
-from featsim.provenance import atomic_path, config_hash, make_provenance
 from featsim.parquet import read_parquet_provenance, write_parquet
+from featsim.provenance import atomic_path, config_hash, make_provenance
 
 
 def test_tokens_round_trip(tmp_path):

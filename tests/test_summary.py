@@ -142,7 +142,8 @@ def test_write_summary_round_trip_with_provenance_beside(results, tmp_path):
     scores, diagnostics, _ = results
     table = summarize(scores, diagnostics, "main", "one_to_one", "holm")
     out = tmp_path / "summary" / "main" / "one_to_one.csv"
-    write_summary(out, table, {"correction": "holm"}, {"experiment": "toy", "comparison": "main", "pairing": "one_to_one"})
+    write_summary(out, table, {"correction": "holm"},
+                  ids={"experiment": "toy", "comparison": "main", "pairing": "one_to_one"})
     assert sorted(p.name for p in out.parent.iterdir()) == ["one_to_one.csv", "one_to_one.provenance.json"]
     back = read_summary(out)
     pd.testing.assert_frame_equal(back[["observed", "p_holm", "p_bh"]], table[["observed", "p_holm", "p_bh"]])

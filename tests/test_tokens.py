@@ -9,8 +9,8 @@ import pytest
 
 from featsim.errors import ConfigError
 from featsim.provenance import config_hash
-from featsim.tokens import DataConfig, build_token_set, check_shared_tokenizer, vocab_hash
 from featsim.targets.data import make_tokens
+from featsim.tokens import DataConfig, build_token_set, check_shared_tokenizer, vocab_hash
 
 WORDS = [f"w{i}" for i in range(30)]
 
@@ -189,7 +189,7 @@ def test_models_with_different_tokenizers_stop_naming_the_model(tmp_path):
     check_shared_tokenizer(tokenizer(), "ref", {"A": models["A"]}, tmp_path)
     with pytest.raises(ConfigError) as err:
         check_shared_tokenizer(tokenizer(), "ref", models, tmp_path)
-    assert err.value.key == "models.B.lm" and "'B'" in str(err.value)
+    assert err.value.key == "models.B.lm" and "'B'" in str(err.value) and "align: word" in str(err.value)
 
 
 def test_config_errors_name_keys():

@@ -204,5 +204,3 @@ words in similar contexts. {html.escape(note)}</p>
 {image}
 </body></html>
 """
-
-

@@ -219,5 +219,3 @@ COLUMN_DOCS = {
     "n_permutations": "permutations m", "seed": "seed of this cell's permutations",
     "family": "the multiple-testing family", "family_size": "scored cells in the family",
 }
-
-

@@ -631,5 +631,3 @@ def max_correlation(codes_a: Any, codes_b: Any, *, top_k: int = CorrelationConfi
              side_b.n_used, result.n_excluded_a, result.n_excluded_b, min_active, engine, loaded - started,
              time.perf_counter() - loaded)
     return result
-
-

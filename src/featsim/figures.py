@@ -26,7 +26,7 @@ from matplotlib.patches import Patch, Rectangle
 from featsim.layout import cell_layers
 from featsim.multiple_testing import WITH_P
 from featsim.provenance import atomic_path
-from featsim.summary import (significance_marks)
+from featsim.summary import significance_marks
 
 ANNOTATE_MAX_CELLS = 225
 """Grids with more cells than this are drawn without per-cell numbers (they would not be legible)."""
@@ -656,5 +656,3 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> None
 
 COMPARISON_FIGURES = {"whole": comparison_figure, "concept": semantic_comparison_figure}
 """Per summary scope (featsim.summary.SCOPES): the figure that sets every comparison side by side for one metric."""
-
-

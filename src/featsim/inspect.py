@@ -11,8 +11,8 @@ import zarr
 
 from featsim.alignment import open_alignment
 from featsim.correlation_result import open_correlation
-from featsim.provenance import temp_target
 from featsim.parquet import read_parquet_provenance
+from featsim.provenance import temp_target
 from featsim.stores import (StoreError, open_acts, open_codes, open_tokens, quiet_snakemake_timestamp, read_checked,
                             rebuild_advice)
 

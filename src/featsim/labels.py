@@ -403,5 +403,3 @@ def label_latents(codes, tokens, tokenizer, config: LabelsConfig, progress: bool
     flat_mask = np.asarray(tokens.mask[...]).reshape(-1).astype(bool)
     return labels_table(stats, positions, flat_tokens, flat_mask, tokens.context_length, tokenizer,
                         config.context_window)
-
-

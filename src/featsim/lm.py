@@ -183,7 +183,8 @@ LM_LOADERS: dict[str, Callable[[LMSpec, LoadContext], Any]] = {
 
 
 def activations_lm(acts, device: str = "auto") -> LMSpec:
-    """The LM that wrote an activation store (from the attrs `make_activations` records), to run on `device`."""
+    """The LM that wrote an activation store (from the attrs `featsim.targets.activations.make_activations`
+    records), to run on `device`."""
     from featsim.stores import rebuild_advice  # zarr: only when an activation store is read
 
     attrs = acts.attrs

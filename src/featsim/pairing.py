@@ -595,5 +595,3 @@ def pair_variant(
 
 
 LABEL_COLUMNS_USED = ["latent", "top_tokens", "top_token_ids"]
-
-

@@ -641,8 +641,3 @@ def feed_hook(sae_hook: str, legacy_layer_offset: bool) -> str:
 def lm_hook(spec: SAESpec, sae_hook: str, legacy_layer_offset: bool) -> str:
     """The LM hook an entry's codes are computed from: `feed_hook`, except for sources the offset skips."""
     return feed_hook(sae_hook, legacy_layer_offset and SAE_SOURCES[spec.source].layer_offset_applies)
-
-
-# ---------------------------------------------------------------- the codes stage
-
-

@@ -132,7 +132,7 @@ def load_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Columns a, b of a pairs parquet as int64 latent indices (pyarrow: pandas would add ~0.4 s a job)."""
     missing = {"a", "b"} - set(pq.read_schema(path).names)
     if missing:
-        raise ValueError(f"{path}: pairs file lacks column(s) {sorted(missing)}; rebuild it with featsim.pairing")
+        raise ValueError(f"{path}: pairs file lacks column(s) {sorted(missing)}; rebuild it with the `pair` rule")
     table = pq.read_table(path, columns=["a", "b"])
     return (table.column("a").to_numpy().astype(np.int64, copy=False),
             table.column("b").to_numpy().astype(np.int64, copy=False))
@@ -144,5 +144,3 @@ def load_decoder(path: str | os.PathLike) -> np.ndarray:
     if decoder.ndim != 2:
         raise ValueError(f"{path}: a decoder must be 2-D [d_sae, d_model], got shape {decoder.shape}")
     return decoder
-
-

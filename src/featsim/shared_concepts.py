@@ -188,5 +188,3 @@ def shared_concepts_html(table: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> s
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-

@@ -2,9 +2,10 @@
 
 One call (`steer_comparison`) does every concept and layer cell of a comparison, so each model is loaded
 once and every set of steering vectors (concepts, random directions, random pairings) goes through the
-model as one batch. Outputs: a json per (concept, cell) with the alpha curve, nulls and p-values; a json
-per cell with the concept x concept agreement matrices and their diagonal-dominance tests; and the rows
-of the summary table (`summary_table`), Holm-adjusted across concepts and cells.
+model as one batch. It returns (`SteeringResult`) a record per (concept, cell) with the alpha curve, nulls
+and p-values; a record per cell with the concept x concept agreement matrices and their diagonal-dominance
+tests; and the rows of the summary table (`summary_table`), Holm-adjusted across concepts and cells.
+`featsim.targets.steering` writes them.
 
 Alphas are multiples of the hook's typical activation norm (the mean L2 norm of the unsteered activation
 at the steered positions of the prompts), so one grid means the same relative push in both models. Nulls
@@ -95,7 +96,7 @@ class LaterCell:
 
 @dataclass(frozen=True)
 class SteeringCell:
-    """One layer cell: its inputs (decoders, SAE metadata, pairs, A's concept labels) and output paths."""
+    """One layer cell: its inputs (decoders, SAE metadata, pairs, A's concept labels)."""
 
     layer_a: int
     layer_b: int
@@ -105,8 +106,6 @@ class SteeringCell:
     meta_b: str
     pairs: str
     labels_a: str  # A's concept labels at layer_a (featsim.concept_labels)
-    outputs: dict  # concept -> json path
-    agreement: str  # json path of the concept x concept matrices
     later: tuple = ()  # LaterCell: cells after this one whose SAEs are read out while steering it
 
 
@@ -206,11 +205,12 @@ def _side_result(effects: Effects, index: int, concepts: list[str], concept: str
 
 @dataclass(frozen=True)
 class SteeringDocument:
-    """One json a steering job writes (a concept's record, or a cell's agreement matrices), before provenance."""
+    """One json a steering job writes, before provenance: a concept's record, or (concept None) a cell's
+    agreement matrices."""
 
-    path: str
     layer_a: int
     layer_b: int
+    concept: str | None
     record: dict
 
 
@@ -372,10 +372,10 @@ def steer_comparison(cells: list[SteeringCell], concept_files: dict, side_a: Ste
             record = {**records[c], "activation_norm_a": site_a.steerer.activation_norm,
                       "activation_norm_b": site_b.steerer.activation_norm, "max_kl": cfg.max_kl,
                       "test_alpha": cfg.test_alpha, "positions": cfg.positions}
-            documents.append(SteeringDocument(cell.outputs[c], la, lb, record))
+            documents.append(SteeringDocument(la, lb, c, record))
             summary_rows += _summary_rows(record, cfg)
-        documents.append(SteeringDocument(cell.agreement, la, lb, {"layer_a": la, "layer_b": lb, "concepts": concepts,
-                                                                   "matrices": matrices}))
+        documents.append(SteeringDocument(la, lb, None, {"layer_a": la, "layer_b": lb, "concepts": concepts,
+                                                         "matrices": matrices}))
         specificity_rows += [{key: m[key] for key in SPECIFICITY_COLUMNS} for m in matrices]
         log.info("cell A%d_B%d done (%.1f s so far)", la, lb, time.perf_counter() - started)
     return SteeringResult(summary_table(summary_rows, cfg.null_draws, alpha=significance),
@@ -627,5 +627,3 @@ COLUMN_DOCS = {
     "top_a": "A's responders, largest first, as latent:concept label (- unlabelled)",
     "top_b": "B's responders, largest first, as latent:concept label (- unlabelled)",
 }
-
-

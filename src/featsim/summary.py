@@ -6,7 +6,8 @@ multiple-testing family is every cell with a p-value (status scored or underpowe
 picks the one behind `p_adjusted`, `significant` and the figures' marks, and the `family` column names
 the family in words. A cell's `status` is scored, not_scored (no p; `reason` says why) or underpowered
 (its smallest attainable adjusted p, `p_min_adjusted`, is not below `alpha`: it can never be significant).
-A CSV has no metadata slot, so provenance goes to `<name>.provenance.json` beside it.
+A CSV has no metadata slot, so `featsim.targets.summary` writes its provenance to `<name>.provenance.json`
+beside it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from featsim.layout import cell_name
 from featsim.multiple_testing import (DEFAULT_ALPHA, STATUSES, WITH_P, adjust_pvalues, smallest_adjusted_p,
                                      underpowered_reason)
-from featsim.layout import cell_name
 from featsim.provenance import atomic_path
 
 ALPHA = DEFAULT_ALPHA

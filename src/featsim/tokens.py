@@ -1,4 +1,5 @@
-"""Token shards: documents -> token rows [n_seq, context_length] + a keep-mask, written to tokens.zarr.
+"""Token shards: documents -> token rows [n_seq, context_length] + a keep-mask (featsim.targets.data writes
+them to tokens.zarr).
 
 Conventions (decided here, recorded in the store's attrs):
 - Row start: with `data.prepend_bos: auto` every row starts with BOS when the tokenizer has a BOS token
@@ -180,7 +181,7 @@ def check_shared_tokenizer(tokenizer, source: str, models: dict, exp_dir: str | 
             raise ConfigError(f"models.{owner}.lm",
                               f"model '{name}' uses tokenizer {model_source}, which gives tokens of the experiment "
                               f"tokenizer {source} other ids (or lacks them): declare `align: word` (or token) on "
-                              f"every comparison that includes '{name}' (comparisons.<name>.align) to correlate on "
+                              f"every comparison that includes '{name}' (comparisons.<comparison>.align) to correlate on "
                               "character-aligned positions, or compare models that share a tokenizer")
 
 
@@ -548,5 +549,3 @@ def build_token_set(data: DataConfig, tokenizer, tokenizer_source: str, exp_dir:
     if not spans:
         return TokenSet(packed.tokens, mask, attrs)
     return TokenSet(packed.tokens, mask, attrs, _pack_spans(encoded, packer, n_rows, data, prepend, separator))
-
-

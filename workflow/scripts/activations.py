@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from featsim.targets.activations import make_activations
 from featsim.layout import experiment_dir
 from featsim.rulelog import rule_log
+from featsim.targets.activations import make_activations
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.data import make_alignment
 from featsim.rulelog import rule_log
+from featsim.targets.data import make_alignment
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

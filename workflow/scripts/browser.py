@@ -4,9 +4,9 @@ import logging
 
 from featsim.alignment import comparison_rows
 from featsim.browser import BrowserSettings
-from featsim.targets.figures import build_browser
 from featsim.rulelog import rule_log
 from featsim.stores import open_codes
+from featsim.targets.figures import build_browser
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -20,5 +20,5 @@ listed = build_browser(sm.input.pairs, sm.input.labels_a, sm.input.labels_b, ope
                        open_codes(sm.input.codes_b), sm.output.html, sm.output.scatter,
                        BrowserSettings.from_config(sm.params.browser), title, rows=rows,
                        ids={"experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing, "layer_a": int(wc.la),
-                            "layer_b": int(wc.lb)})
+                            "layer_b": int(wc.lb), "rule": sm.rule})
 log.info("%s: listed %d pairs", title, len(listed))

@@ -3,9 +3,9 @@ one figure per metric, in one scope (whole space, or concept subspaces)."""
 
 import logging
 
-from featsim.targets.figures import write_comparison_figures
 from featsim.rulelog import rule_log
 from featsim.summary import read_summary
+from featsim.targets.figures import write_comparison_figures
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

@@ -2,9 +2,9 @@
 
 import logging
 
+from featsim.rulelog import rule_log
 from featsim.summary import comparison_overview, read_summary
 from featsim.targets.summary import write_summary_target
-from featsim.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -16,6 +16,6 @@ semantic = {name: read_summary(path) for name, path in zip(names, sm.input.seman
 table = comparison_overview(summaries, semantic)
 write_summary_target(table, sm.output.table, sm.output.html,
                      f"pairing {sm.wildcards.pairing}: all comparisons at a glance", {"correction": sm.params.correction},
-                     {"kind": "comparison_overview", "experiment": sm.wildcards.exp,
-                      "pairing": sm.wildcards.pairing, "comparisons": names})
+                     ids={"kind": sm.rule, "experiment": sm.wildcards.exp, "pairing": sm.wildcards.pairing,
+                          "comparisons": names})
 log.info("overview of %d comparisons (%d with concept scores)", len(summaries), len(semantic))

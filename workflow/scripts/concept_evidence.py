@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.concepts import write_concept_evidence
 from featsim.rulelog import rule_log
+from featsim.targets.concepts import write_concept_evidence
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -16,7 +16,7 @@ labels = {(model, int(layer)): path for (model, layer), path in zip(sm.params.mo
 agreement, contrasts = write_concept_evidence(
     comparisons, pairs, corr, labels, sm.output.agreement, sm.output.contrasts, pairing=sm.wildcards.pairing,
     n_permutations=int(sm.params.permutations), seed=int(sm.params.seed), alternative=sm.params.alternative,
-    alpha=float(sm.params.alpha), ids={"experiment": sm.wildcards.exp})
+    alpha=float(sm.params.alpha), ids={"experiment": sm.wildcards.exp, "rule": sm.rule})
 overall = agreement[agreement["concept"] == ""]
 for row in overall.itertuples():
     log.info("CA %s A%s_B%s: %.3f of %d labelled pairs (null %.3f), p_holm %.2g, recall %.3f", row.comparison,

@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.semantic import write_members_layers
 from featsim.rulelog import rule_log
+from featsim.targets.semantic import write_members_layers
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -11,7 +11,7 @@ log = logging.getLogger("concept_members")
 
 wc = sm.wildcards
 tables = write_members_layers(sm.input.labels, sm.input.concept, sm.output.members, int(sm.params.min_examples),
-                              sm.params.model_layers, ids={"experiment": wc.exp},
+                              sm.params.model_layers, ids={"experiment": wc.exp, "rule": sm.rule},
                               min_fraction=float(sm.params.min_fraction))
 for (model, layer), members in zip(sm.params.model_layers, tables):
     log.info("concept %s, %s layer %s: %d latents (min_examples %s); top keywords %s", wc.concept, model, layer,

@@ -5,8 +5,8 @@ import time
 
 import numba
 
-from featsim.targets.correlate import correlate_code_stores
 from featsim.rulelog import rule_log
+from featsim.targets.correlate import correlate_code_stores
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

@@ -4,9 +4,9 @@ comparison/pairing."""
 import logging
 
 from featsim.figures import GridLabels
-from featsim.targets.figures import write_layer_figures
-from featsim.summary import read_summary
 from featsim.rulelog import rule_log
+from featsim.summary import read_summary
+from featsim.targets.figures import write_layer_figures
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

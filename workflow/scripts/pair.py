@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.pairing import write_pairs
 from featsim.rulelog import rule_log
+from featsim.targets.pairing import write_pairs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -25,6 +25,7 @@ pairs = write_pairs(
         "pairing": wc.pairing,
         "layer_a": int(wc.la),
         "layer_b": int(wc.lb),
+        "rule": sm.rule,
     },
 )
 for step in pairs.diagnostics["filter_counts"]:

@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.semantic import write_accuracy
 from featsim.rulelog import rule_log
+from featsim.targets.semantic import write_accuracy
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -13,7 +13,7 @@ wc = sm.wildcards
 result = write_accuracy(
     sm.input.labels, list(sm.input.members), list(sm.input.concepts), sm.input.corpus,
     sm.output.accuracy, int(sm.params.min_examples), float(sm.params.truth_min_fraction),
-    ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer)},
+    ids={"experiment": wc.exp, "model": wc.model, "layer": int(wc.layer), "rule": sm.rule},
 )
 for concept, row in result["concepts"].items():
     log.info("%-12s assigned %3d true %3d correct %3d precision %s recall %s", concept, row["n_assigned"],

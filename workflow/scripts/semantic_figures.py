@@ -3,9 +3,9 @@
 import logging
 
 from featsim.figures import GridLabels
-from featsim.targets.figures import write_semantic_figures
-from featsim.summary import read_summary
 from featsim.rulelog import rule_log
+from featsim.summary import read_summary
+from featsim.targets.figures import write_semantic_figures
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])

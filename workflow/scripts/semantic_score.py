@@ -2,8 +2,8 @@
 
 import logging
 
-from featsim.targets.semantic import ConceptCell, score_concept_cells
 from featsim.rulelog import rule_log
+from featsim.targets.semantic import ConceptCell, score_concept_cells
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -22,7 +22,7 @@ records = score_concept_cells(
     cells, inputs.concept, variant_config=dict(sm.params.variant), correlation_config=dict(sm.params.correlation),
     min_latents=int(sm.params.min_latents), null_config=dict(sm.params.null), metric_options=dict(sm.params.options),
     pairing=wc.pairing, ids={"experiment": wc.exp, "comparison": sm.params.comparison, "concept": wc.concept,
-                             "pairing": wc.pairing}, threads=sm.threads,
+                             "pairing": wc.pairing, "rule": sm.rule}, threads=sm.threads,
     tokens_path=inputs.tokens, split_config=dict(sm.params.split), alpha=float(sm.params.alpha),
     tokens_b_path=inputs.get("tokens_b"), alignment_path=inputs.get("alignment"))
 for record in records:

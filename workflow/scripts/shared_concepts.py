@@ -4,8 +4,8 @@ import logging
 
 from featsim.rulelog import rule_log
 from featsim.shared_concepts import shared_concepts_table
-from featsim.targets.concepts import write_shared_concepts
 from featsim.summary import read_summary
+from featsim.targets.concepts import write_shared_concepts
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 rule_log(sm.log[0])
@@ -20,7 +20,7 @@ contrasts = {pairing: read_summary(path) for pairing, path in zip(p.pairings, sm
 table = shared_concepts_table(p.contrasts, summaries, semantic, agreement, contrasts, p.semantic_pairing,
                               alpha=float(p.alpha))
 write_shared_concepts(table, sm.output.table, sm.output.html, contrasts=p.contrasts, correction=p.correction,
-                      alpha=float(p.alpha), ids={"experiment": sm.wildcards.exp})
+                      alpha=float(p.alpha), ids={"experiment": sm.wildcards.exp, "rule": sm.rule})
 for row in table.itertuples():
     log.info("%s vs %s | %s %s (%s): X %.4g, Y %.4g, separates: %s", row.x, row.y, row.scope, row.statistic,
              row.pairing, row.value_x, row.value_y, row.separates)

@@ -15,15 +15,17 @@ later = [LaterCell(layer_a=int(la), layer_b=int(lb), meta_a=inputs.later_meta_a[
 cells = [
     SteeringCell(layer_a=int(la), layer_b=int(lb), decoder_a=inputs.decoder_a[i], decoder_b=inputs.decoder_b[i],
                  meta_a=inputs.meta_a[i], meta_b=inputs.meta_b[i], pairs=inputs.pairs[i], labels_a=inputs.labels_a[i],
-                 outputs=dict(params.concept_outputs[i]),
-                 agreement=output.agreement[i], later=cells_after(int(la), int(lb), later))
+                 later=cells_after(int(la), int(lb), later))
     for i, (la, lb) in enumerate(params.cells)
 ]
+cell_keys = [(int(la), int(lb)) for la, lb in params.cells]
+outputs = SteeringOutputs(concept_jsons={key: dict(paths) for key, paths in zip(cell_keys, params.concept_outputs)},
+                          agreement_jsons=dict(zip(cell_keys, output.agreement)), summary=output.summary,
+                          specificity=output.specificity, downstream=output.downstream,
+                          effects_figure=output.effects_figure, matrix_figure=output.matrix_figure,
+                          downstream_figure=output.downstream_figure)
 run_steering(cells, dict(zip(concepts, inputs.concept_files)), SteeringSide(**params.side_a),
              SteeringSide(**params.side_b), inputs.tokens, dict(params.split), dict(params.steering),
              experiment_dir(sm.wildcards.exp), {"experiment": sm.wildcards.exp, "comparison": params.comparison,
-                                             "pairing": params.pairing},
-             SteeringOutputs(summary=output.summary, specificity=output.specificity, downstream=output.downstream,
-                             effects_figure=output.effects_figure, matrix_figure=output.matrix_figure,
-                             downstream_figure=output.downstream_figure),
-             significance=float(params.alpha), threads=sm.threads)
+                                             "pairing": params.pairing, "rule": sm.rule},
+             outputs, significance=float(params.alpha), threads=sm.threads)

@@ -16,7 +16,7 @@ table = summarize(sm.input.scores, getattr(sm.input, "diagnostics", []), wc.cmp,
                   alpha=float(sm.params.alpha), scope=scope)
 write_summary_target(table, sm.output.table, sm.output.html, f"{wc.cmp} / {wc.pairing}: {SCOPES[scope].label} scores",
                      {"correction": sm.params.correction, "alpha": sm.params.alpha},
-                     {"kind": sm.rule, "experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing})
+                     ids={"kind": sm.rule, "experiment": wc.exp, "comparison": wc.cmp, "pairing": wc.pairing})
 for metric, rows in table.groupby("metric"):
     counts = rows["status"].value_counts()
     log.info("%s: %d cells (%s), %d scored, %d underpowered, %d not scored, %d significant (%s)", metric, len(rows),

@@ -12,10 +12,10 @@ from featsim.concept_evidence import COLUMN_DOCS as EVIDENCE_COLUMNS
 from featsim.concept_evidence import agreement_table, contrasts_table, load_comparisons, load_concept_labels
 from featsim.concept_labels import LABELLED, LabelRule, label_latents
 from featsim.concepts import load_concept
-from featsim.errors import ConfigError
 from featsim.multiple_testing import DEFAULT_ALPHA
-from featsim.provenance import make_provenance, write_table
 from featsim.parquet import read_parquet_provenance, write_parquet
+from featsim.provenance import make_provenance, write_table
+from featsim.semantic import SemanticConfig
 from featsim.shared_concepts import COLUMN_DOCS as SHARED_CONCEPTS_COLUMNS
 from featsim.shared_concepts import shared_concepts_html
 from featsim.summary import write_html
@@ -30,9 +30,8 @@ def write_concept_labels(labels_paths, concept_paths, out_paths, rule: LabelRule
     tables = []
     for labels_path, out_path, (model, layer) in zip(labels_paths, out_paths, model_layers, strict=True):
         labels_top_k = read_parquet_provenance(labels_path).get("top_k")
-        if labels_top_k is not None and rule.min_examples > int(labels_top_k):
-            raise ConfigError("semantic.min_examples", f"{rule.min_examples} exceeds labels.top_k = {labels_top_k} "
-                                                       f"({labels_path}): no latent could be labelled")
+        if labels_top_k is not None:
+            SemanticConfig(min_examples=rule.min_examples).check_against_labels(int(labels_top_k))
         table = label_latents(pd.read_parquet(labels_path, columns=["latent", "top_words"]), concepts, rule)
         counts = table.loc[table["status"] == LABELLED, "concept"].value_counts().to_dict()
         provenance = make_provenance({"rule": rule.__dict__, "concepts": concept_records}, kind="concept_labels",

@@ -19,8 +19,8 @@ from featsim.figures import (COMPARISON_FIGURES, GridLabels, many_to_one_figure,
                              n_pairs_heatmap, null_histograms, observed_heatmap, pairs_comparison_figure, save_figure,
                              select_null_cells, semantic_grid_figure, z_heatmap)
 from featsim.layout import NULL, cell_name, sibling
-from featsim.provenance import atomic_path, make_provenance
 from featsim.parquet import read_parquet_provenance
+from featsim.provenance import atomic_path, make_provenance
 from featsim.summary import many_to_one_histogram, read_pair_diagnostics, record_cell, record_identity
 
 

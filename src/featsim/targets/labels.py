@@ -8,8 +8,8 @@ from dataclasses import asdict
 import pandas as pd
 
 from featsim.labels import LabelsConfig, label_latents, load_tokenizer
-from featsim.provenance import make_provenance
 from featsim.parquet import write_parquet
+from featsim.provenance import make_provenance
 from featsim.split import load_split
 from featsim.stores import open_codes, open_tokens
 

@@ -9,8 +9,8 @@ import pandas as pd
 
 from featsim.correlation_result import open_correlation
 from featsim.pairing import LABEL_COLUMNS_USED, PairingVariant, Pairs, pair_variant
-from featsim.provenance import make_provenance, write_json
 from featsim.parquet import write_parquet
+from featsim.provenance import make_provenance, write_json
 from featsim.stores import open_store
 
 

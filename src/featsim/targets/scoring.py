@@ -13,8 +13,8 @@ import numpy as np
 
 from featsim.layout import cell_name
 from featsim.multiple_testing import DEFAULT_ALPHA
-from featsim.provenance import make_provenance, save_npy, write_json
 from featsim.parquet import read_parquet_provenance
+from featsim.provenance import make_provenance, save_npy, write_json
 from featsim.scoring import NullConfig, cell_seed, load_decoder, load_pairs, score_pairs_with_null
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from featsim.alignment import comparison_rows
 from featsim.concepts import load_concept
 from featsim.layout import cell_name
 from featsim.multiple_testing import DEFAULT_ALPHA
-from featsim.pairing import PairingVariant
-from featsim.provenance import make_provenance, write_json
+from featsim.pairing import LABEL_COLUMNS_USED, PairingVariant
 from featsim.parquet import read_parquet_provenance, write_parquet
+from featsim.provenance import make_provenance, write_json
 from featsim.semantic import (ConceptPairs, SemanticConfig, assignment_accuracy, concept_members, concept_pairs,
                               score_concept)
 from featsim.split import load_split
@@ -54,9 +54,8 @@ def write_concept_pairs(codes_a_path, codes_b_path, members_a_path, members_b_pa
     key = f"pairings.{pairing}"
     variant = PairingVariant.from_config(variant_config, key=key)
     correlation = CorrelationConfig.from_config(correlation_config)
-    label_columns = ["latent", "top_tokens", "top_token_ids"]
-    labels_a = pd.read_parquet(labels_a_path, columns=label_columns) if labels_a_path else None
-    labels_b = pd.read_parquet(labels_b_path, columns=label_columns) if labels_b_path else None
+    labels_a = pd.read_parquet(labels_a_path, columns=LABEL_COLUMNS_USED) if labels_a_path else None
+    labels_b = pd.read_parquet(labels_b_path, columns=LABEL_COLUMNS_USED) if labels_b_path else None
     result = concept_pairs(open_codes(codes_a_path), open_codes(codes_b_path), pd.read_parquet(members_a_path),
                            pd.read_parquet(members_b_path), variant, top_k=correlation.top_k,
                            min_active=correlation.min_active, min_latents=min_latents, device=correlation.device,

@@ -3,6 +3,7 @@ per-concept and per-cell jsons, the summary, specificity and downstream tables, 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -15,20 +16,30 @@ from featsim.figures import save_figure
 from featsim.provenance import make_provenance, write_json, write_table
 from featsim.steering_config import SteeringConfig
 from featsim.steering_figures import downstream_figure, effects_figure, matrix_figure
-from featsim.steering_stage import (COLUMN_DOCS, SteeringCell, SteeringSide, log, specificity_table,
+from featsim.steering_stage import (COLUMN_DOCS, SteeringCell, SteeringDocument, SteeringSide, specificity_table,
                                     steer_comparison)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SteeringOutputs:
-    """The tables and figures of one comparison's steering job (paths)."""
+    """The outputs of one comparison's steering job (paths): per layer cell (layer_a, layer_b) a json per concept
+    and one of the agreement matrices, then the tables and figures."""
 
+    concept_jsons: dict  # (layer_a, layer_b) -> {concept: json path}
+    agreement_jsons: dict  # (layer_a, layer_b) -> json path
     summary: str
     specificity: str
     downstream: str
     effects_figure: str
     matrix_figure: str
     downstream_figure: str
+
+    def path_of(self, document: SteeringDocument) -> str:
+        """Where one steering record goes."""
+        cell = (document.layer_a, document.layer_b)
+        return self.agreement_jsons[cell] if document.concept is None else self.concept_jsons[cell][document.concept]
 
 
 def run_steering(cells: list[SteeringCell], concept_files: dict, side_a: SteeringSide, side_b: SteeringSide,
@@ -52,7 +63,7 @@ def run_steering(cells: list[SteeringCell], concept_files: dict, side_a: Steerin
                                      prompt_length=result.prompt_shape[1],
                                      vocabulary="the experiment's shared tokenizer (all d_vocab tokens)",
                                      split=dict(split_config))
-        write_json(document.path, {**document.record, "provenance": provenance})
+        write_json(outputs.path_of(document), {**document.record, "provenance": provenance})
     summary, specificity, downstream = result.summary, specificity_table(result.specificity), result.downstream
     table_ids = {**ids, "seconds": round(time.perf_counter() - started, 1), "alpha": significance}
     for path, table, kind in ((outputs.summary, summary, "steering_summary"),
@@ -61,8 +72,7 @@ def run_steering(cells: list[SteeringCell], concept_files: dict, side_a: Steerin
         write_table(path, table, steering_config, COLUMN_DOCS, ids={**table_ids, "kind": kind})
     comparison = ids.get("comparison", "")
     save_figure(effects_figure(summary, cfg.test_alpha, comparison), outputs.effects_figure)
-    agreement_paths = {cell.agreement for cell in cells}
-    agreements = [document.record for document in result.documents if document.path in agreement_paths]
+    agreements = [document.record for document in result.documents if document.concept is None]
     save_figure(matrix_figure(agreements, cfg.test_alpha, comparison), outputs.matrix_figure)
     save_figure(downstream_figure(downstream, comparison), outputs.downstream_figure)
     log.info("steering %s: %d cells, %d concepts in %.1f s", comparison, len(cells), len(concept_files),

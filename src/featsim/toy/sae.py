@@ -22,8 +22,8 @@ from featsim.provenance import (DIRECTORY_PROVENANCE, atomic_path, make_provenan
                                 write_json)
 from featsim.toy.corpus import HELDOUT_FILE, TRAIN_FILE, TRAIN_PERMUTED_FILE
 from featsim.toy.lm import load_toy_lm
-from featsim.toy.sequences import story_rows
 from featsim.toy.reproducible import reproducible_torch
+from featsim.toy.sequences import story_rows
 from featsim.toy.settings import config_from_dict
 
 METRICS_FILE = "metrics.json"
